@@ -1,0 +1,152 @@
+//! Protocol rejections: the `(http status, error_code, message)` triple every layer returns, and the
+//! one place that turns it into the reference's JSON error shape (protocol.md §5.4, §6).
+
+use serde_json::{Map, Value};
+
+/// Stable error codes. The ATS/ATK ones are the reference's (protocol.md §5.4); the others are atp's
+/// own, in the same SMTP-like `<reply> <enhanced status>` form, so that every error has a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// `550 5.7.26` ATS policy failed.
+    AtsFail,
+    /// `451 4.7.26` ATS lookup failed temporarily.
+    AtsTempError,
+    /// `550 5.7.27` ATS record malformed.
+    AtsSyntax,
+    /// `550 5.7.28` ATK signature invalid or missing.
+    AtkSignature,
+    /// `550 5.7.29` ATK key missing, malformed, revoked or expired.
+    AtkKey,
+    /// `550 5.1.1` no such local agent.
+    UnknownRecipient,
+    /// `552 5.3.4` body larger than the limit.
+    MessageTooLarge,
+    /// `550 5.6.0` body is not a well-formed ATP message.
+    InvalidFormat,
+    /// `553 5.1.7` bad `from` address.
+    InvalidSender,
+    /// `553 5.1.3` bad `to` address.
+    InvalidRecipient,
+    /// `550 5.7.30` nonce already used for other content (a replay).
+    Replay,
+    /// `550 5.7.31` message timestamp outside the accepted window.
+    StaleTimestamp,
+    /// `550 5.7.1` relaying denied: a remote server may only deliver to our domain.
+    RelayDenied,
+    /// `535 5.7.8` credential missing or wrong.
+    AuthFailed,
+    /// `553 5.7.1` authenticated agent is not the message's sender.
+    SenderMismatch,
+    /// `550 5.7.0` forbidden (admin token, reserved name, registration closed, wrong domain).
+    Forbidden,
+    /// `550 5.1.6` agent already registered.
+    Conflict,
+    /// `500 5.5.2` malformed request (bad query, missing parameter).
+    BadRequest,
+    /// `550 5.1.0` no such resource.
+    NotFound,
+    /// `451 4.3.0` temporary local failure (storage, DNS); the client should retry.
+    TempFailure,
+}
+
+impl ErrorCode {
+    /// The code as it appears in the `error_code` JSON field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::AtsFail => "550 5.7.26",
+            ErrorCode::AtsTempError => "451 4.7.26",
+            ErrorCode::AtsSyntax => "550 5.7.27",
+            ErrorCode::AtkSignature => "550 5.7.28",
+            ErrorCode::AtkKey => "550 5.7.29",
+            ErrorCode::UnknownRecipient => "550 5.1.1",
+            ErrorCode::MessageTooLarge => "552 5.3.4",
+            ErrorCode::InvalidFormat => "550 5.6.0",
+            ErrorCode::InvalidSender => "553 5.1.7",
+            ErrorCode::InvalidRecipient => "553 5.1.3",
+            ErrorCode::Replay => "550 5.7.30",
+            ErrorCode::StaleTimestamp => "550 5.7.31",
+            ErrorCode::RelayDenied => "550 5.7.1",
+            ErrorCode::AuthFailed => "535 5.7.8",
+            ErrorCode::SenderMismatch => "553 5.7.1",
+            ErrorCode::Forbidden => "550 5.7.0",
+            ErrorCode::Conflict => "550 5.1.6",
+            ErrorCode::BadRequest => "500 5.5.2",
+            ErrorCode::NotFound => "550 5.1.0",
+            ErrorCode::TempFailure => "451 4.3.0",
+        }
+    }
+
+    /// True for codes a sender should retry (4.x.x).
+    pub fn is_temporary(self) -> bool {
+        self.as_str().starts_with('4')
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: HTTP status, stable code, the reference's `error` text and any extra JSON fields
+/// (`error_message`, `matched_directive`, `max_size`, `details`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub status: u16,
+    pub code: ErrorCode,
+    pub error: String,
+    pub extra: Map<String, Value>,
+}
+
+impl Rejection {
+    pub fn new(status: u16, code: ErrorCode, error: impl Into<String>) -> Self {
+        Rejection { status, code, error: error.into(), extra: Map::new() }
+    }
+
+    /// Adds an extra field to the JSON body.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The reference's JSON error shape: `{"error": …, "error_code": …, …extras}`.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("error".into(), Value::String(self.error.clone()));
+        m.insert("error_code".into(), Value::String(self.code.as_str().into()));
+        for (k, v) in &self.extra {
+            m.insert(k.clone(), v.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.status, self.code, self.error)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_has_error_code_and_extras() {
+        let r = Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed")
+            .with("matched_directive", "deny=all");
+        assert_eq!(
+            r.to_json().to_string(),
+            r#"{"error":"ATS validation failed","error_code":"550 5.7.26","matched_directive":"deny=all"}"#
+        );
+    }
+
+    #[test]
+    fn temporary_codes() {
+        assert!(ErrorCode::AtsTempError.is_temporary());
+        assert!(ErrorCode::TempFailure.is_temporary());
+        assert!(!ErrorCode::AtkKey.is_temporary());
+    }
+}

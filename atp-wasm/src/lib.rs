@@ -1,0 +1,51 @@
+//! # atp-wasm — the portable core of the Agent Transfer Protocol
+//!
+//! Every protocol rule of ATP lives here exactly once, with no I/O of its own (sans-IO): DNS lookups,
+//! the clock and persistence come in through the small traits of [`env`]. The native server
+//! (`atp-native`), the Cloudflare Workers relay (`atp-worker`) and the npm package (this crate compiled
+//! to `wasm32-unknown-unknown`) are thin adapters around it.
+//!
+//! Section references (§) point into `protocol.md`, the description of the reference implementation's
+//! wire protocol, and `design.md` for the places where atp deliberately differs.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`identity`] | `local@domain` agent identities (§1) |
+//! | [`message`] | the message and signature envelope (§2, §4) |
+//! | [`canonical`] | the reference's exact signed bytes (§3) |
+//! | [`jcs`] | strict RFC 8785 canonical JSON |
+//! | [`keys`] | Ed25519 domain keys and their file formats (§8.7) |
+//! | [`sign`] | signing and verifying messages (§4) |
+//! | [`records`] | SVCB, ATS and ATK DNS records (§5) |
+//! | [`env`] | the traits through which the world comes in: resolver, clock, dedup store |
+//! | [`pipeline`] | the inbound verification pipeline for remote transfers (§5.3, §6, design §3) |
+//! | [`retry`] | delivery outcome classes and the backoff schedule (design §3) |
+//! | [`error`] | protocol rejections `(status, error_code, message)` and their JSON shape |
+
+pub mod canonical;
+pub mod env;
+pub mod error;
+pub mod identity;
+pub mod jcs;
+pub mod keys;
+pub mod message;
+pub mod pipeline;
+pub mod records;
+pub mod retry;
+pub mod sign;
+
+#[cfg(target_arch = "wasm32")]
+pub mod js;
+
+pub use error::{ErrorCode, Rejection};
+pub use identity::AgentId;
+pub use message::{Message, SignatureEnvelope};
+
+/// Largest request body a server accepts, in bytes (protocol.md §2, `max_payload_size`).
+pub const MAX_MESSAGE_SIZE: usize = 1_048_576;
+
+/// Default ATP port (protocol.md §5.1).
+pub const DEFAULT_PORT: u16 = 7443;
+
+/// ALPN protocol id of ATP over TLS.
+pub const ALPN_ATP: &str = "atp/1";

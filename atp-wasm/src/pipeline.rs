@@ -1,0 +1,1 @@
+//! The inbound verification pipeline. CONTRACT: filled in next.

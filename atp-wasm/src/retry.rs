@@ -1,0 +1,1 @@
+//! Retry policy. CONTRACT: filled in next.
