@@ -17,6 +17,9 @@ pub enum ErrorCode {
     AtkSignature,
     /// `550 5.7.29` ATK key missing, malformed, revoked or expired.
     AtkKey,
+    /// `451 4.7.29` ATK lookup failed temporarily (the reference answers 403 here; a DNS hiccup
+    /// must not bounce a message).
+    AtkTempError,
     /// `550 5.1.1` no such local agent.
     UnknownRecipient,
     /// `552 5.3.4` body larger than the limit.
@@ -58,6 +61,7 @@ impl ErrorCode {
             ErrorCode::AtsSyntax => "550 5.7.27",
             ErrorCode::AtkSignature => "550 5.7.28",
             ErrorCode::AtkKey => "550 5.7.29",
+            ErrorCode::AtkTempError => "451 4.7.29",
             ErrorCode::UnknownRecipient => "550 5.1.1",
             ErrorCode::MessageTooLarge => "552 5.3.4",
             ErrorCode::InvalidFormat => "550 5.6.0",
