@@ -1,19 +1,263 @@
-//! Strict RFC 8785 JSON Canonicalization Scheme (JCS).
+//! Strict RFC 8785 JSON Canonicalization Scheme (JCS), for callers who want the standard rather
+//! than the reference's form ([`crate::canonical`]).
 //!
-//! CONTRACT (filled in by the canonical-form work; keep these signatures):
+//! Differences from the reference's form: keys sorted by UTF-16 code units; every number is an
+//! IEEE-754 double written as ECMAScript's `Number.prototype.toString` does; duplicate keys are an
+//! error (I-JSON, RFC 7493).
 
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::canonical::{shortest_digits, to_finite_f64, write_string, MAX_DEPTH};
 pub use crate::canonical::CanonError;
 
 /// RFC 8785 canonical text of a JSON value.
 pub fn canonicalize_jcs(value: &Value) -> Result<String, CanonError> {
-    let _ = value;
-    todo!("jcs")
+    let mut out = String::new();
+    write_value(value, &mut out, 0)?;
+    Ok(out)
 }
 
-/// Parses JSON text and returns its RFC 8785 canonical text. Duplicate keys are an error (I-JSON).
+/// Parses JSON text and returns its RFC 8785 canonical text. Duplicate keys are an error.
 pub fn canonicalize_jcs_str(json: &str) -> Result<String, CanonError> {
-    let _ = json;
-    todo!("jcs")
+    let mut de = serde_json::Deserializer::from_str(json);
+    NoDuplicates::deserialize(&mut de).map_err(|e| {
+        let msg = e.to_string();
+        match msg.strip_prefix(DUPLICATE) {
+            Some(rest) => CanonError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_owned()),
+            None => CanonError::InvalidJson(msg),
+        }
+    })?;
+    let v: Value = serde_json::from_str(json).map_err(|e| CanonError::InvalidJson(e.to_string()))?;
+    canonicalize_jcs(&v)
+}
+
+const DUPLICATE: &str = "duplicate key ";
+
+/// Walks a JSON document and fails on a repeated key in any object.
+struct NoDuplicates;
+
+impl<'de> Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicates)
+    }
+}
+
+impl<'de> Visitor<'de> for NoDuplicates {
+    type Value = NoDuplicates;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicates>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        // With `arbitrary_precision`, numbers arrive as a one-entry map; that is fine here.
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format!("{DUPLICATE}{key:?}")));
+            }
+            map.next_value::<NoDuplicates>()?;
+        }
+        Ok(self)
+    }
+}
+
+fn write_value(v: &Value, out: &mut String, depth: usize) -> Result<(), CanonError> {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => write_number(to_finite_f64(&n.to_string())?, out),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            if depth >= MAX_DEPTH {
+                return Err(CanonError::TooDeep);
+            }
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(item, out, depth + 1)?;
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            if depth >= MAX_DEPTH {
+                return Err(CanonError::TooDeep);
+            }
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(k, out);
+                out.push(':');
+                write_value(v, out, depth + 1)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+/// ECMAScript `Number::toString(x)` (ECMA-262 §6.1.6.1.20) for a finite double.
+fn write_number(x: f64, out: &mut String) {
+    if x == 0.0 {
+        out.push('0');
+        return;
+    }
+    if x < 0.0 {
+        out.push('-');
+    }
+    let (digits, n) = shortest_digits(x);
+    let k = digits.len() as i32;
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        out.push_str(&"0".repeat((n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.push_str(&"0".repeat((-n) as usize));
+        out.push_str(&digits);
+    } else {
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let e = n - 1;
+        out.push('e');
+        out.push(if e < 0 { '-' } else { '+' });
+        out.push_str(&e.abs().to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 8785 Appendix B: IEEE-754 bit patterns and their canonical text.
+    const APPENDIX_B: &[(u64, &str)] = &[
+        (0x0000000000000000, "0"),
+        (0x8000000000000000, "0"),
+        (0x0000000000000001, "5e-324"),
+        (0x8000000000000001, "-5e-324"),
+        (0x7fefffffffffffff, "1.7976931348623157e+308"),
+        (0xffefffffffffffff, "-1.7976931348623157e+308"),
+        (0x4340000000000000, "9007199254740992"),
+        (0xc340000000000000, "-9007199254740992"),
+        (0x4430000000000000, "295147905179352830000"),
+        (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+        (0x44b52d02c7e14af6, "1e+23"),
+        (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+        (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+        (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+        (0x444b1ae4d6e2ef50, "1e+21"),
+        (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+        (0x3eb0c6f7a0b5ed8d, "0.000001"),
+        (0x41b3de4355555553, "333333333.3333332"),
+        (0x41b3de4355555554, "333333333.33333325"),
+        (0x41b3de4355555555, "333333333.3333333"),
+        (0x41b3de4355555556, "333333333.3333334"),
+        (0x41b3de4355555557, "333333333.33333343"),
+        (0xbecbf647612f3696, "-0.0000033333333333333333"),
+        (0x43143ff3c1cb0959, "1424953923781206.2"),
+    ];
+
+    #[test]
+    fn rfc8785_appendix_b_numbers() {
+        for &(bits, want) in APPENDIX_B {
+            let x = f64::from_bits(bits);
+            let mut out = String::new();
+            write_number(x, &mut out);
+            assert_eq!(out, want, "{bits:#018x}");
+            // and through the parser, from Rust's own shortest text of the double
+            assert_eq!(canonicalize_jcs_str(&format!("{x:e}")).unwrap(), want, "{bits:#018x}");
+        }
+    }
+
+    #[test]
+    fn rfc8785_section_3_2_example() {
+        // RFC 8785 §3.2.2 input, with its escapes, and the canonical output of §3.2.3.
+        let input = r#"{
+          "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+          "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+          "literals": [null, true, false]
+        }"#;
+        let want = r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#;
+        assert_eq!(canonicalize_jcs_str(input).unwrap(), want);
+    }
+
+    #[test]
+    fn utf16_key_order() {
+        // RFC 8785 §3.2.3 sorting example.
+        let input = "{\"\\u20ac\":\"Euro Sign\",\"\\r\":\"Carriage Return\",\"\\ufb33\":\"Hebrew Letter Dalet With Dagesh\",\"1\":\"One\",\"\\ud83d\\ude00\":\"Emoji: Grinning Face\",\"\\u0080\":\"Control\",\"\\u00f6\":\"Latin Small Letter O With Diaeresis\"}";
+        let got = canonicalize_jcs_str(input).unwrap();
+        let keys: Vec<String> = {
+            let v: Value = serde_json::from_str(&got).unwrap();
+            // preserve_order keeps the canonical order on re-parse
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(keys, ["\r", "1", "\u{80}", "\u{f6}", "\u{20ac}", "\u{1f600}", "\u{fb33}"]);
+        // differs from code-point order exactly here
+        assert_eq!(crate::canonical::canonicalize_str("{\"\u{fb33}\":1,\"\u{1f600}\":2}").unwrap(), "{\"\u{fb33}\":1,\"\u{1f600}\":2}");
+        assert_eq!(canonicalize_jcs_str("{\"\u{fb33}\":1,\"\u{1f600}\":2}").unwrap(), "{\"\u{1f600}\":2,\"\u{fb33}\":1}");
+    }
+
+    #[test]
+    fn numbers_differ_from_the_reference_form() {
+        for (input, jcs, reference) in [
+            ("1e-05", "0.00001", "1e-05"),
+            ("1e-07", "1e-7", "1e-07"),
+            ("1e16", "10000000000000000", "1e+16"),
+            ("9007199254740994.0", "9007199254740994", "9007199254740994.0"),
+            ("12345678901234567890", "12345678901234567000", "12345678901234567890"),
+            ("-0", "0", "0"),
+        ] {
+            assert_eq!(canonicalize_jcs_str(input).unwrap(), jcs, "{input}");
+            assert_eq!(crate::canonical::canonicalize_str(input).unwrap(), reference, "{input}");
+        }
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(canonicalize_jcs_str(r#"{"a":1,"b":{"c":1,"c":2}}"#), Err(CanonError::DuplicateKey("\"c\"".into())));
+        assert!(canonicalize_jcs_str(r#"{"a":1,"b":2}"#).is_ok());
+        assert!(matches!(canonicalize_jcs_str("1e400"), Err(CanonError::NumberOutOfRange(_))));
+        assert!(matches!(canonicalize_jcs_str(r#""\ud800""#), Err(CanonError::InvalidJson(_))));
+        assert!(matches!(canonicalize_jcs_str(&"[".repeat(100_000)), Err(CanonError::InvalidJson(_))));
+        assert!(matches!(canonicalize_jcs_str(&format!("1{}", "0".repeat(400))), Err(CanonError::NumberOutOfRange(_))));
+        let big = format!("\"{}\"", "é".repeat(5 << 20));
+        assert_eq!(canonicalize_jcs_str(&big).unwrap(), big);
+    }
 }
