@@ -202,7 +202,10 @@ mod tests {
 
     #[test]
     fn objects_sorted_by_code_point_without_whitespace() {
-        assert_eq!(c(r#"{ "b" : 1, "a" : [ 1 , { "d": null, "c": true } ] }"#), r#"{"a":[1,{"c":true,"d":null}],"b":1}"#);
+        assert_eq!(
+            c(r#"{ "b" : 1, "a" : [ 1 , { "d": null, "c": true } ] }"#),
+            r#"{"a":[1,{"c":true,"d":null}],"b":1}"#
+        );
         // code-point order puts U+E000 before U+1F600; UTF-16 order (RFC 8785) would not
         assert_eq!(c("{\"\u{1F600}\":1,\"\u{E000}\":2}"), "{\"\u{E000}\":2,\"\u{1F600}\":1}");
         assert_eq!(c(r#"{"B":1,"_":2,"a":3,"":4}"#), r#"{"":4,"B":1,"_":2,"a":3}"#);
@@ -222,7 +225,10 @@ mod tests {
 
     #[test]
     fn integers_are_exact() {
-        assert_eq!(c("[0,-0,-42,1152921504606846976,123456789012345678901234567890]"), "[0,0,-42,1152921504606846976,123456789012345678901234567890]");
+        assert_eq!(
+            c("[0,-0,-42,1152921504606846976,123456789012345678901234567890]"),
+            "[0,0,-42,1152921504606846976,123456789012345678901234567890]"
+        );
         let huge = format!("1{}", "0".repeat(10_000));
         assert_eq!(c(&huge), huge);
     }

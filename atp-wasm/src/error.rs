@@ -139,8 +139,7 @@ mod tests {
 
     #[test]
     fn json_shape_has_error_code_and_extras() {
-        let r = Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed")
-            .with("matched_directive", "deny=all");
+        let r = Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed").with("matched_directive", "deny=all");
         assert_eq!(
             r.to_json().to_string(),
             r#"{"error":"ATS validation failed","error_code":"550 5.7.26","matched_directive":"deny=all"}"#

@@ -16,18 +16,8 @@ pub const MAX_DOMAIN_LEN: usize = 253;
 pub const MAX_LABEL_LEN: usize = 63;
 
 /// Local parts that cannot be registered (protocol.md §1).
-pub const RESERVED_LOCAL_PARTS: &[&str] = &[
-    "admin",
-    "postmaster",
-    "root",
-    "system",
-    "server",
-    "abuse",
-    "security",
-    "noreply",
-    "no-reply",
-    "mailer-daemon",
-];
+pub const RESERVED_LOCAL_PARTS: &[&str] =
+    &["admin", "postmaster", "root", "system", "server", "abuse", "security", "noreply", "no-reply", "mailer-daemon"];
 
 /// Why a string is not an agent id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

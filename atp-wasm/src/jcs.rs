@@ -11,8 +11,8 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::canonical::{shortest_digits, to_finite_f64, write_string, MAX_DEPTH};
 pub use crate::canonical::CanonError;
+use crate::canonical::{shortest_digits, to_finite_f64, write_string, MAX_DEPTH};
 
 /// RFC 8785 canonical text of a JSON value.
 pub fn canonicalize_jcs(value: &Value) -> Result<String, CanonError> {
@@ -230,8 +230,14 @@ mod tests {
         };
         assert_eq!(keys, ["\r", "1", "\u{80}", "\u{f6}", "\u{20ac}", "\u{1f600}", "\u{fb33}"]);
         // differs from code-point order exactly here
-        assert_eq!(crate::canonical::canonicalize_str("{\"\u{fb33}\":1,\"\u{1f600}\":2}").unwrap(), "{\"\u{fb33}\":1,\"\u{1f600}\":2}");
-        assert_eq!(canonicalize_jcs_str("{\"\u{fb33}\":1,\"\u{1f600}\":2}").unwrap(), "{\"\u{1f600}\":2,\"\u{fb33}\":1}");
+        assert_eq!(
+            crate::canonical::canonicalize_str("{\"\u{fb33}\":1,\"\u{1f600}\":2}").unwrap(),
+            "{\"\u{fb33}\":1,\"\u{1f600}\":2}"
+        );
+        assert_eq!(
+            canonicalize_jcs_str("{\"\u{fb33}\":1,\"\u{1f600}\":2}").unwrap(),
+            "{\"\u{1f600}\":2,\"\u{fb33}\":1}"
+        );
     }
 
     #[test]

@@ -47,9 +47,7 @@ impl DomainKey {
 
     /// Reads an unencrypted PKCS#8 PEM private key (`keys/<selector>.key`).
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
-        SigningKey::from_pkcs8_pem(pem)
-            .map(|signing| DomainKey { signing })
-            .map_err(|e| KeyError::Pkcs8(e.to_string()))
+        SigningKey::from_pkcs8_pem(pem).map(|signing| DomainKey { signing }).map_err(|e| KeyError::Pkcs8(e.to_string()))
     }
 
     /// Writes the private key as unencrypted PKCS#8 PEM, as the reference does.
@@ -100,9 +98,7 @@ impl PublicKey {
 
     /// SubjectPublicKeyInfo PEM (`keys/<selector>.pub`).
     pub fn to_spki_pem(&self) -> Result<String, KeyError> {
-        self.0
-            .to_public_key_pem(Default::default())
-            .map_err(|e| KeyError::Spki(e.to_string()))
+        self.0.to_public_key_pem(Default::default()).map_err(|e| KeyError::Spki(e.to_string()))
     }
 
     /// Reads a SubjectPublicKeyInfo PEM.

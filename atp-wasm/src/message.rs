@@ -80,16 +80,11 @@ fn take<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<&'a Valu
 }
 
 fn string(obj: &Map<String, Value>, field: &'static str) -> Result<String, MessageError> {
-    take(obj, field)?
-        .as_str()
-        .map(str::to_owned)
-        .ok_or(MessageError::WrongType { field, expected: "a string" })
+    take(obj, field)?.as_str().map(str::to_owned).ok_or(MessageError::WrongType { field, expected: "a string" })
 }
 
 fn integer(obj: &Map<String, Value>, field: &'static str) -> Result<i64, MessageError> {
-    take(obj, field)?
-        .as_i64()
-        .ok_or(MessageError::WrongType { field, expected: "an integer (Unix seconds)" })
+    take(obj, field)?.as_i64().ok_or(MessageError::WrongType { field, expected: "an integer (Unix seconds)" })
 }
 
 impl SignatureEnvelope {
@@ -263,7 +258,10 @@ mod tests {
     fn typed_errors() {
         assert_eq!(with("nonce", ""), Err(MessageError::MissingField("nonce")));
         assert_eq!(with("payload", ""), Err(MessageError::MissingField("payload")));
-        assert!(matches!(with("timestamp", r#""1795545211""#), Err(MessageError::WrongType { field: "timestamp", .. })));
+        assert!(matches!(
+            with("timestamp", r#""1795545211""#),
+            Err(MessageError::WrongType { field: "timestamp", .. })
+        ));
         assert!(matches!(with("timestamp", "1.5"), Err(MessageError::WrongType { .. })));
         assert!(matches!(with("timestamp", "123456789012345678901234567890"), Err(MessageError::WrongType { .. })));
         assert!(matches!(with("from", r#""nobody""#), Err(MessageError::BadSender { .. })));

@@ -19,8 +19,8 @@ use crate::identity::{validate_domain, AgentId};
 use crate::keys::PublicKey;
 use crate::message::{Message, MessageError};
 use crate::records::atk::AtkRecord;
-use crate::records::ats::{check_ats, AtsResult};
 use crate::records::atp_txt_records;
+use crate::records::ats::{check_ats, AtsResult};
 use crate::retry::DEFAULT_HORIZON_SECS;
 use crate::sign::{split_key_id, verify_message};
 
@@ -119,9 +119,12 @@ pub fn parse_inbound(body: &[u8], cfg: &InboundConfig) -> Result<Inbound, Reject
         _ => invalid_format(&e),
     })?;
     // Message::parse validated both ids.
-    let sender = message.sender().map_err(|e| invalid_format(&MessageError::BadSender { id: message.from.clone(), source: e }))?;
-    let recipient =
-        message.recipient().map_err(|e| invalid_format(&MessageError::BadRecipient { id: message.to.clone(), source: e }))?;
+    let sender = message
+        .sender()
+        .map_err(|e| invalid_format(&MessageError::BadSender { id: message.from.clone(), source: e }))?;
+    let recipient = message
+        .recipient()
+        .map_err(|e| invalid_format(&MessageError::BadRecipient { id: message.to.clone(), source: e }))?;
     message.from = sender.to_string();
     let origin = if sender.domain() == cfg.local_domain { Origin::Local } else { Origin::Remote };
     Ok(Inbound { message, sender, recipient, origin })
@@ -129,18 +132,19 @@ pub fn parse_inbound(body: &[u8], cfg: &InboundConfig) -> Result<Inbound, Reject
 
 fn check_window(ts: i64, now: i64, max_age: i64, skew: i64) -> Result<(), Rejection> {
     if ts < now.saturating_sub(max_age) || ts > now.saturating_add(skew) {
-        return Err(Rejection::new(400, ErrorCode::StaleTimestamp, "Replay detected")
-            .with("details", format!("timestamp {ts} outside the accepted window [{}, {}]", now - max_age, now + skew)));
+        return Err(Rejection::new(400, ErrorCode::StaleTimestamp, "Replay detected").with(
+            "details",
+            format!("timestamp {ts} outside the accepted window [{}, {}]", now - max_age, now + skew),
+        ));
     }
     Ok(())
 }
 
 async fn check_dedup<D: DedupStore>(dedup: &D, domain: &str, msg: &Message) -> Result<(ContentHash, bool), Rejection> {
     let hash = msg.content_hash().map_err(|e| invalid_format(&MessageError::Json(e.to_string())))?;
-    let seen = dedup
-        .seen(domain, &msg.nonce)
-        .await
-        .map_err(|e| Rejection::new(451, ErrorCode::TempFailure, "Temporary failure, retry later").with("details", e.to_string()))?;
+    let seen = dedup.seen(domain, &msg.nonce).await.map_err(|e| {
+        Rejection::new(451, ErrorCode::TempFailure, "Temporary failure, retry later").with("details", e.to_string())
+    })?;
     match seen {
         None => Ok((hash, false)),
         Some(h) if h == hash => Ok((hash, true)),
@@ -169,7 +173,10 @@ pub async fn check_atk<R: Resolver>(msg: &Message, sender: &AgentId, resolver: &
     if key_domain != sender.domain() {
         return Err(atk_failure(
             AtkSignature,
-            format!("ATK key domain mismatch: key_id domain '{key_domain}' does not match sender domain '{}'", sender.domain()),
+            format!(
+                "ATK key domain mismatch: key_id domain '{key_domain}' does not match sender domain '{}'",
+                sender.domain()
+            ),
         ));
     }
     let txt = resolver
@@ -437,16 +444,27 @@ mod tests {
             (e.status, e.code.as_str(), e.extra["error_message"].as_str().unwrap_or("").to_owned())
         };
         assert_eq!(atk(&msg(&|m| m.signature = None), &r).1, "550 5.7.28");
-        assert_eq!(atk(&msg(&|m| m.signature.as_mut().unwrap().key_id = "default.gamma.test".into()), &r).1, "550 5.7.28");
-        let (_, c, text) = atk(&msg(&|m| m.signature.as_mut().unwrap().key_id = "default.atk._atp.alpha.test".into()), &r);
+        assert_eq!(
+            atk(&msg(&|m| m.signature.as_mut().unwrap().key_id = "default.gamma.test".into()), &r).1,
+            "550 5.7.28"
+        );
+        let (_, c, text) =
+            atk(&msg(&|m| m.signature.as_mut().unwrap().key_id = "default.atk._atp.alpha.test".into()), &r);
         assert_eq!(c, "550 5.7.28");
         assert!(text.contains("mismatch"), "{text}");
         assert_eq!(atk(&msg(&|m| m.payload = json!("tampered")), &r).1, "550 5.7.28");
         assert_eq!(atk(&msg(&|m| m.signature.as_mut().unwrap().algorithm = "rsa".into()), &r).1, "550 5.7.28");
-        assert_eq!(atk(&msg(&|m| {
-            let s = &mut m.signature.as_mut().unwrap().signature;
-            *s = s.trim_end_matches('=').to_owned();
-        }), &r).1, "550 5.7.28");
+        assert_eq!(
+            atk(
+                &msg(&|m| {
+                    let s = &mut m.signature.as_mut().unwrap().signature;
+                    *s = s.trim_end_matches('=').to_owned();
+                }),
+                &r
+            )
+            .1,
+            "550 5.7.28"
+        );
         // key records
         let (s, c, text) = atk(&good, &StaticResolver::new());
         assert_eq!((s, c), (403, "550 5.7.29"));

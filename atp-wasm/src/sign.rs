@@ -79,9 +79,7 @@ pub fn verify_message(msg: &Message, key: &PublicKey) -> Result<(), VerifyError>
     let bytes: [u8; 64] = raw.as_slice().try_into().map_err(|_| VerifyError::Length(raw.len()))?;
     let signed = signed_view(msg);
     let canonical = signed.canonical()?;
-    key.0
-        .verify_strict(canonical.as_bytes(), &Signature::from_bytes(&bytes))
-        .map_err(|_| VerifyError::Mismatch)
+    key.0.verify_strict(canonical.as_bytes(), &Signature::from_bytes(&bytes)).map_err(|_| VerifyError::Mismatch)
 }
 
 /// The message as the receiver checks it: `from` lowercased, everything else as received.
@@ -158,7 +156,10 @@ mod tests {
             f(t.signature.as_mut().unwrap());
             verify_message(&t, &pk)
         };
-        assert!(matches!(env(&|e| e.signature = e.signature.trim_end_matches('=').into()), Err(VerifyError::Base64(_))));
+        assert!(matches!(
+            env(&|e| e.signature = e.signature.trim_end_matches('=').into()),
+            Err(VerifyError::Base64(_))
+        ));
         assert!(matches!(
             env(&|e| e.signature = e.signature.replace('+', "-").replace('/', "_")),
             Err(VerifyError::Base64(_)) | Err(VerifyError::Mismatch)

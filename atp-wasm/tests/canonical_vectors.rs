@@ -72,11 +72,7 @@ fn public_jcs_test_vectors() {
     for (name, input, output) in [
         ("weird", include_str!("data/jcs/weird.input.json"), include_str!("data/jcs/weird.output.json")),
         ("values", include_str!("data/jcs/values.input.json"), include_str!("data/jcs/values.output.json")),
-        (
-            "structures",
-            include_str!("data/jcs/structures.input.json"),
-            include_str!("data/jcs/structures.output.json"),
-        ),
+        ("structures", include_str!("data/jcs/structures.input.json"), include_str!("data/jcs/structures.output.json")),
     ] {
         assert_eq!(atp_wasm::jcs::canonicalize_jcs_str(input).unwrap(), output, "{name}");
     }

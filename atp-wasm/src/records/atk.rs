@@ -87,9 +87,8 @@ impl AtkRecord {
         let expires = x.map(|x| x.parse::<i64>().map_err(|_| AtkError::BadExpiry(clip(x)))).transpose()?;
         let flags: Vec<String> =
             t.map(|t| t.split(',').filter(|f| !f.is_empty()).map(clip).collect()).unwrap_or_default();
-        let raw = STANDARD
-            .decode(p)
-            .map_err(|e| AtkError::BadPublicKey(format!("Failed to decode ATK public key: {e}")))?;
+        let raw =
+            STANDARD.decode(p).map_err(|e| AtkError::BadPublicKey(format!("Failed to decode ATK public key: {e}")))?;
         let public_key: [u8; 32] = raw.as_slice().try_into().map_err(|_| {
             AtkError::BadPublicKey(format!(
                 "An Ed25519 public key is 32 bytes long, got {} (p= must be the raw key, not SPKI DER)",
@@ -175,7 +174,7 @@ mod tests {
         for bad_p in [
             "MCowBQYDK2VwAyEAW5IqPFzGPmVx1Rx5/nK8CN5TewPvr3AfWSjTaYELjDM=", // SPKI DER
             P.trim_end_matches('='),                                        // unpadded
-            "W5IqPFzGPmVx1Rx5_nK8CN5TewPvr3AfWSjTaYELjDM=",                // url-safe
+            "W5IqPFzGPmVx1Rx5_nK8CN5TewPvr3AfWSjTaYELjDM=",                 // url-safe
             "AAAA",
             "!!!!",
         ] {

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{ats_name, atp_txt_records, ATP_VERSION_TAG};
+use super::{atp_txt_records, ats_name, ATP_VERSION_TAG};
 use crate::env::Resolver;
 use crate::error::{ErrorCode, Rejection};
 
@@ -54,7 +54,9 @@ impl fmt::Display for AtsDirective {
         };
         match &self.qualifier {
             AtsQualifier::All => write!(f, "{action}=all"),
-            AtsQualifier::Ip(net) if net.prefix_len() == net.max_prefix_len() => write!(f, "{action}=ip:{}", net.addr()),
+            AtsQualifier::Ip(net) if net.prefix_len() == net.max_prefix_len() => {
+                write!(f, "{action}=ip:{}", net.addr())
+            }
             AtsQualifier::Ip(net) => write!(f, "{action}=ip:{net}"),
             AtsQualifier::Domain(d) => write!(f, "{action}=domain:{d}"),
         }
@@ -193,10 +195,12 @@ impl AtsResult {
         match self {
             AtsResult::Pass(_) | AtsResult::Neutral => None,
             AtsResult::Fail(d) => Some(
-                Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed").with("matched_directive", d.to_string()),
+                Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed")
+                    .with("matched_directive", d.to_string()),
             ),
             AtsResult::TempError(why) => Some(
-                Rejection::new(451, ErrorCode::AtsTempError, "ATS temporary DNS error, retry later").with("details", why.clone()),
+                Rejection::new(451, ErrorCode::AtsTempError, "ATS temporary DNS error, retry later")
+                    .with("details", why.clone()),
             ),
             AtsResult::PermError(why) => {
                 Some(Rejection::new(403, ErrorCode::AtsSyntax, "ATS record invalid").with("details", why.clone()))

@@ -20,11 +20,7 @@ pub fn atk_name(selector: &str, domain: &str) -> String {
 /// Several TXT records may share a name (protocol.md §12 item 10): keeps only those whose first
 /// whitespace-separated token is exactly `v=atp1`, in their original order.
 pub fn atp_txt_records(records: &[String]) -> Vec<&str> {
-    records
-        .iter()
-        .map(String::as_str)
-        .filter(|r| r.split_ascii_whitespace().next() == Some(ATP_VERSION_TAG))
-        .collect()
+    records.iter().map(String::as_str).filter(|r| r.split_ascii_whitespace().next() == Some(ATP_VERSION_TAG)).collect()
 }
 
 #[cfg(test)]
