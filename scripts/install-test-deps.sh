@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything scripts/test.sh needs on a fresh Debian 12 machine. Idempotent: a second run only
+# checks. apt needs root.
+#   - apt: chromium + chromium-driver (browser tests), bind9 + bind9-dnsutils (DNS tests), nodejs if no
+#     `node` is on PATH (Node tests)
+#   - the wasm32 toolchain: scripts/setup-wasm-toolchain.sh (rustup target, else Debian's rustc-web)
+#   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock (wasm-bindgen-test-runner)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+apt_pkgs=()
+for p in chromium chromium-driver bind9 bind9-dnsutils; do
+  dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")
+done
+command -v node >/dev/null || apt_pkgs+=(nodejs)
+if ((${#apt_pkgs[@]})); then
+  echo "apt-get install ${apt_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+fi
+
+scripts/setup-wasm-toolchain.sh prebuilt
+
+# The CLI must equal the wasm-bindgen crate version exactly (the runner refuses other schema versions).
+WB=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+[[ -n "$WB" ]] || { echo "wasm-bindgen is not in Cargo.lock" >&2; exit 1; }
+if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WB" ||
+      "$(wasm-bindgen-test-runner --version 2>/dev/null)" != "wasm-bindgen-test-runner $WB" ]]; then
+  echo "cargo install wasm-bindgen-cli --version $WB --locked"
+  cargo install wasm-bindgen-cli --version "$WB" --locked --force
+fi
+echo "$(wasm-bindgen --version), $(wasm-bindgen-test-runner --version), node $(node --version)," \
+  "$(chromium --version 2>/dev/null | head -1), $(chromedriver --version | cut -d' ' -f1-2)"
