@@ -28,7 +28,8 @@ WB=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); p
 if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WB" ||
       "$(wasm-bindgen-test-runner --version 2>/dev/null)" != "wasm-bindgen-test-runner $WB" ]]; then
   echo "cargo install wasm-bindgen-cli --version $WB --locked"
-  cargo install wasm-bindgen-cli --version "$WB" --locked --force
+  # --locked can fail when a locked transitive version is missing from the registry mirror.
+  cargo install wasm-bindgen-cli --version "$WB" --force || cargo install wasm-bindgen-cli --version "$WB" --locked --force
 fi
 echo "$(wasm-bindgen --version), $(wasm-bindgen-test-runner --version), node $(node --version)," \
   "$(chromium --version 2>/dev/null | head -1), $(chromedriver --version | cut -d' ' -f1-2)"
