@@ -5,93 +5,34 @@
 //! IEEE-754 double written as ECMAScript's `Number.prototype.toString` does; duplicate keys are an
 //! error (I-JSON, RFC 7493).
 
-use std::collections::HashSet;
-use std::fmt;
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 pub use crate::canonical::CanonError;
-use crate::canonical::{shortest_digits, to_finite_f64, write_string, MAX_DEPTH};
+use crate::canonical::{parse_json_unique_keys, shortest_digits, to_finite_f64, write_string, MAX_DEPTH};
 
 /// RFC 8785 canonical text of a JSON value.
+///
+/// Every number is read as an IEEE-754 double (integers too: `12345678901234567890` becomes
+/// `12345678901234567000`); one that is not finite as a double is [`CanonError::NumberOutOfRange`].
+/// A [`Value`] cannot hold duplicate keys, so only [`canonicalize_jcs_str`] can see them.
 pub fn canonicalize_jcs(value: &Value) -> Result<String, CanonError> {
     let mut out = String::new();
     write_value(value, &mut out, 0)?;
     Ok(out)
 }
 
-/// Parses JSON text and returns its RFC 8785 canonical text. Duplicate keys are an error.
+/// Parses JSON text and returns its RFC 8785 canonical text. Duplicate keys are
+/// [`CanonError::DuplicateKey`] (I-JSON, RFC 7493 §2.3); lone surrogates are
+/// [`CanonError::InvalidJson`] (RFC 7493 §2.1).
 pub fn canonicalize_jcs_str(json: &str) -> Result<String, CanonError> {
-    let mut de = serde_json::Deserializer::from_str(json);
-    NoDuplicates::deserialize(&mut de).map_err(|e| {
-        let msg = e.to_string();
-        match msg.strip_prefix(DUPLICATE) {
-            Some(rest) => CanonError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_owned()),
-            None => CanonError::InvalidJson(msg),
-        }
-    })?;
-    let v: Value = serde_json::from_str(json).map_err(|e| CanonError::InvalidJson(e.to_string()))?;
-    canonicalize_jcs(&v)
-}
-
-const DUPLICATE: &str = "duplicate key ";
-
-/// Walks a JSON document and fails on a repeated key in any object.
-struct NoDuplicates;
-
-impl<'de> Deserialize<'de> for NoDuplicates {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NoDuplicates)
-    }
-}
-
-impl<'de> Visitor<'de> for NoDuplicates {
-    type Value = NoDuplicates;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_unit<E>(self) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<NoDuplicates>()?.is_some() {}
-        Ok(self)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
-        // With `arbitrary_precision`, numbers arrive as a one-entry map; that is fine here.
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(de::Error::custom(format!("{DUPLICATE}{key:?}")));
-            }
-            map.next_value::<NoDuplicates>()?;
-        }
-        Ok(self)
-    }
+    canonicalize_jcs(&parse_json_unique_keys(json)?)
 }
 
 fn write_value(v: &Value, out: &mut String, depth: usize) -> Result<(), CanonError> {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(to_finite_f64(&n.to_string())?, out),
+        Value::Number(n) => write_number(to_finite_f64(n.as_str())?, out),
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             if depth >= MAX_DEPTH {
@@ -111,7 +52,9 @@ fn write_value(v: &Value, out: &mut String, depth: usize) -> Result<(), CanonErr
                 return Err(CanonError::TooDeep);
             }
             let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            // UTF-16 code units (RFC 8785 §3.2.3); UTF-8 byte order differs only for U+E000..U+FFFF
+            // against non-BMP characters.
+            entries.sort_unstable_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
             out.push('{');
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
@@ -256,13 +199,101 @@ mod tests {
     }
 
     #[test]
+    fn ecmascript_number_formatting() {
+        for (input, want) in [
+            ("1e-7", "1e-7"),
+            ("1.5e-7", "1.5e-7"),
+            ("1e-6", "0.000001"),
+            ("1.5e-6", "0.0000015"),
+            ("-1e-6", "-0.000001"),
+            ("1e20", "100000000000000000000"),
+            ("1e21", "1e+21"),
+            ("-1e21", "-1e+21"),
+            ("1.5e21", "1.5e+21"),
+            ("123e18", "123000000000000000000"),
+            ("1.0", "1"),
+            ("-0.0", "0"),
+            ("0e5", "0"),
+            ("4.50", "4.5"),
+            ("0.1", "0.1"),
+            ("1e300", "1e+300"),
+            ("9007199254740993", "9007199254740992"),
+            ("756301265721143.25", "756301265721143.2"),
+            ("5.9604644775390625e-08", "5.960464477539063e-8"),
+            (&format!("1.{}", "5".repeat(10_000)), "1.5555555555555556"),
+        ] {
+            assert_eq!(canonicalize_jcs_str(input).unwrap(), want, "{input:.40}");
+        }
+    }
+
+    /// ECMAScript `String(x)` (Node.js) of edge-case and random doubles: `tests/data/jcs/doubles.tsv`.
+    #[test]
+    fn ecmascript_table() {
+        let mut n = 0;
+        for line in include_str!("../tests/data/jcs/doubles.tsv").lines().filter(|l| !l.starts_with('#')) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let x = f64::from_bits(u64::from_str_radix(cols[0], 16).unwrap());
+            let mut out = String::new();
+            write_number(x, &mut out);
+            assert_eq!(out, cols[3], "{line}");
+            assert_eq!(canonicalize_jcs_str(cols[1]).unwrap(), cols[3], "{line}");
+            assert_eq!(canonicalize_jcs_str(cols[3]).unwrap(), cols[3], "{line}");
+            n += 1;
+        }
+        assert!(n > 1400, "{n}");
+    }
+
+    #[test]
+    fn strings_and_structures() {
+        assert_eq!(
+            canonicalize_jcs_str(r#""\u0000\u0008\u0009\u000a\u000b\u000c\u000d\u001f\u0020\u007f\u2028/\/""#).unwrap(),
+            "\"\\u0000\\b\\t\\n\\u000b\\f\\r\\u001f \u{7f}\u{2028}//\""
+        );
+        assert_eq!(canonicalize_jcs_str(" [ {\"b\":[],\"a\":{}} , true ] ").unwrap(), r#"[{"a":{},"b":[]},true]"#);
+        // U+1F600 is D83D DE00 in UTF-16, below U+E000; code-point order says otherwise
+        assert_eq!(
+            canonicalize_jcs_str("{\"\u{e000}\":1,\"\u{1f600}\":2}").unwrap(),
+            "{\"\u{1f600}\":2,\"\u{e000}\":1}"
+        );
+        assert_eq!(
+            crate::canonical::canonicalize_str("{\"\u{e000}\":1,\"\u{1f600}\":2}").unwrap(),
+            "{\"\u{e000}\":1,\"\u{1f600}\":2}"
+        );
+        // the serde_json private number key is an ordinary key
+        let doc = r#"{"$serde_json::private::Number":"1.5"}"#;
+        assert_eq!(canonicalize_jcs_str(doc).unwrap(), doc);
+    }
+
+    #[test]
     fn errors() {
-        assert_eq!(canonicalize_jcs_str(r#"{"a":1,"b":{"c":1,"c":2}}"#), Err(CanonError::DuplicateKey("\"c\"".into())));
-        assert!(canonicalize_jcs_str(r#"{"a":1,"b":2}"#).is_ok());
+        assert_eq!(canonicalize_jcs_str(r#"{"a":1,"b":{"c":1,"c":2}}"#), Err(CanonError::DuplicateKey("c".into())));
+        assert_eq!(canonicalize_jcs_str(r#"{"a":1,"b":2,"a":1}"#), Err(CanonError::DuplicateKey("a".into())));
+        assert_eq!(
+            canonicalize_jcs_str(r#"[{"x":0},{"y":[{"\u0078":1,"x":2}]}]"#),
+            Err(CanonError::DuplicateKey("x".into()))
+        );
+        let long = "k".repeat(1000);
+        assert_eq!(
+            canonicalize_jcs_str(&format!(r#"{{"{long}":1,"{long}":2}}"#)),
+            Err(CanonError::DuplicateKey("k".repeat(crate::canonical::ERROR_SNIPPET)))
+        );
+        assert!(canonicalize_jcs_str(r#"{"a":{"a":1},"b":[{"a":2},{"a":3}]}"#).is_ok());
         assert!(matches!(canonicalize_jcs_str("1e400"), Err(CanonError::NumberOutOfRange(_))));
-        assert!(matches!(canonicalize_jcs_str(r#""\ud800""#), Err(CanonError::InvalidJson(_))));
-        assert!(matches!(canonicalize_jcs_str(&"[".repeat(100_000)), Err(CanonError::InvalidJson(_))));
+        assert!(matches!(canonicalize_jcs_str("[-1e400]"), Err(CanonError::NumberOutOfRange(_))));
         assert!(matches!(canonicalize_jcs_str(&format!("1{}", "0".repeat(400))), Err(CanonError::NumberOutOfRange(_))));
+        assert!(matches!(
+            canonicalize_jcs_str(&format!("1{}", "0".repeat(10_000))),
+            Err(CanonError::NumberOutOfRange(_))
+        ));
+        for bad in [r#""\ud800""#, r#""\udc00""#, r#""\uZZZZ""#, "NaN", "Infinity", "[1,]", "", "{\"a\":1"] {
+            assert!(matches!(canonicalize_jcs_str(bad), Err(CanonError::InvalidJson(_))), "{bad}");
+        }
+        assert_eq!(canonicalize_jcs_str(&"[".repeat(100_000)), Err(CanonError::TooDeep));
+        let mut v = Value::Null;
+        for _ in 0..=MAX_DEPTH {
+            v = Value::Array(vec![v]);
+        }
+        assert_eq!(canonicalize_jcs(&v), Err(CanonError::TooDeep));
         let big = format!("\"{}\"", "é".repeat(5 << 20));
         assert_eq!(canonicalize_jcs_str(&big).unwrap(), big);
     }
