@@ -9,6 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
+# apt and the Debian toolchain route need root: use sudo when not root.
+SUDO=()
+((EUID == 0)) || SUDO=(sudo)
+
+# rustfmt and clippy for `cargo fmt --check` and `cargo clippy` (normally part of rustup's default profile).
+for c in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+done
+
 apt_pkgs=()
 for p in chromium chromium-driver bind9 bind9-dnsutils; do
   dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")
@@ -16,8 +25,9 @@ done
 command -v node >/dev/null || apt_pkgs+=(nodejs)
 if ((${#apt_pkgs[@]})); then
   echo "apt-get install ${apt_pkgs[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
 fi
 
 scripts/setup-wasm-toolchain.sh prebuilt
@@ -27,7 +37,7 @@ WB=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); p
 [[ -n "$WB" ]] || { echo "wasm-bindgen is not in Cargo.lock" >&2; exit 1; }
 if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WB" ||
       "$(wasm-bindgen-test-runner --version 2>/dev/null)" != "wasm-bindgen-test-runner $WB" ]]; then
-  echo "cargo install wasm-bindgen-cli --version $WB --locked"
+  echo "cargo install wasm-bindgen-cli --version $WB"
   # --locked can fail when a locked transitive version is missing from the registry mirror.
   cargo install wasm-bindgen-cli --version "$WB" --force || cargo install wasm-bindgen-cli --version "$WB" --locked --force
 fi

@@ -3,8 +3,9 @@
 # (scripts/install-test-deps.sh: apt packages, the wasm32 toolchain, wasm-bindgen-cli; root on Debian 12),
 # then runs, stopping at the first failure:
 #   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable),
-#   cargo clippy for wasm32, the wasm32 release build of atp-wasm, and the wasm-bindgen tests
-#   (atp-wasm/tests/web.rs) under Node and in headless Chromium.
+#   cargo clippy for wasm32, the wasm32 release build of atp-wasm and its JS API from Node
+#   (scripts/js-api-test.mjs), and the wasm-bindgen tests (atp-wasm/tests/web.rs) under Node and in
+#   headless Chromium.
 # Each phase prints its time; a summary follows at the end (also after a failure).
 #
 # Local shortcuts (any non-empty value):
@@ -66,8 +67,9 @@ wasm_tests() {
   if [[ $1 == browser ]]; then
     # The runner adds --headless, --no-sandbox and --disable-dev-shm-usage itself (so root works);
     # webdriver.json adds the Chromium binary and quieter flags. Its web server takes a free port.
-    envs=(WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER_REMOTE="$CHROMEDRIVER_REMOTE"
-      WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/webdriver.json")
+    envs=(WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER_REMOTE="$CHROMEDRIVER_REMOTE")
+    # webdriver.json names Debian's Chromium binary; elsewhere the driver finds its browser itself.
+    [[ -x /usr/lib/chromium/chromium ]] && envs+=(WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/webdriver.json")
   fi
   env "${envs[@]}" cargo +"$TC" test --target wasm32-unknown-unknown -p atp-wasm --tests 2>&1 | tee "$log"
   local n
@@ -75,6 +77,16 @@ wasm_tests() {
   rm -f "$log"
   [[ "${n:-0}" -gt 0 ]] || { echo "tests/web.rs ran no wasm-bindgen tests" >&2; return 1; }
   echo "tests/web.rs: $n passed"
+}
+
+# The release build through wasm-bindgen (--target nodejs), called from JavaScript: export names,
+# plain objects and thrown Errors as a JS user sees them (scripts/js-api-test.mjs).
+js_api_test() {
+  local td=${CARGO_TARGET_DIR:-target}
+  local out="$td/atp-wasm-js-api"
+  rm -rf "$out"
+  wasm-bindgen --target nodejs --out-dir "$out" "$td/wasm32-unknown-unknown/release/atp_wasm.wasm"
+  node scripts/js-api-test.mjs "$out/atp_wasm.js"
 }
 
 free_port() {
@@ -90,6 +102,7 @@ start_chromedriver() {
   local port log
   port=$(free_port)
   log="${TMPDIR:-/tmp}/atp-chromedriver.$$.log"
+  chromedriver_log=$log
   chromedriver --port="$port" --allowed-ips=127.0.0.1 >"$log" 2>&1 &
   chromedriver_pid=$!
   for _ in $(seq 100); do
@@ -144,6 +157,7 @@ else
 fi
 
 phase "wasm32 build (release)" cargo +"$TC" build --target wasm32-unknown-unknown -p atp-wasm --release
+phase "JS API test (Node, release build)" js_api_test
 
 # Node is the runner's default mode (no wasm_bindgen_test_configure! in the tests).
 phase "wasm-bindgen tests (Node)" wasm_tests node
@@ -156,4 +170,5 @@ else
   kill "$chromedriver_pid" 2>/dev/null || true
   wait "$chromedriver_pid" 2>/dev/null || true
   chromedriver_pid=""
+  rm -f "$chromedriver_log"
 fi

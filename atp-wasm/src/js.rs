@@ -10,6 +10,53 @@ use crate::records::atk::AtkRecord;
 use crate::records::ats::{AtsAction, AtsPolicy, AtsQualifier};
 use crate::records::svcb::SvcbRecord;
 
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** A domain key from `generateDomainKey`. */
+export interface DomainKey {
+  /** The Ed25519 private key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), as the reference writes it. */
+  privateKeyPem: string;
+  /** The raw 32-byte public key, base64: the `p=` of the domain's ATK record. */
+  publicKey: string;
+}
+/** One directive of an ATS (sender policy) record. */
+export interface AtsDirective {
+  action: "allow" | "deny";
+  kind: "all" | "ip" | "domain";
+  /** The network (`10.0.0.0/8`) or domain name; `null` for `all`. */
+  value: string | null;
+  /** The directive as written, e.g. `allow=ip:10.0.0.0/8`. */
+  text: string;
+}
+/** A parsed ATS record. */
+export interface AtsPolicy {
+  directives: AtsDirective[];
+}
+/** A parsed ATK (domain key) record. */
+export interface AtkRecord {
+  /** The raw 32-byte Ed25519 public key, base64. */
+  publicKey: string;
+  revoked: boolean;
+  /** Unix seconds after which the key is no longer valid, or `null`. */
+  expires: number | null;
+  /** All `t=` flags as published. */
+  flags: string[];
+}
+/** A parsed SVCB record (presentation RDATA). */
+export interface SvcbRecord {
+  priority: number;
+  /** The target name without its trailing dot, lowercased; `"."` (ServiceMode: the owner name itself). */
+  target: string;
+  /** The `port=` value, or the ATP default 7443. */
+  port: number;
+  alpn: string[];
+  ipv4hint: string[];
+  ipv6hint: string[];
+  /** AliasMode (priority 0). */
+  alias: boolean;
+}
+"#;
+
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
@@ -43,7 +90,7 @@ struct GeneratedKey {
 }
 
 /// A new Ed25519 domain key: `{ privateKeyPem, publicKey }` (PKCS#8 PEM, raw-32 base64).
-#[wasm_bindgen(js_name = generateDomainKey)]
+#[wasm_bindgen(js_name = generateDomainKey, unchecked_return_type = "DomainKey")]
 pub fn generate_domain_key() -> Result<JsValue, JsError> {
     let key = DomainKey::generate();
     to_js(&GeneratedKey { private_key_pem: key.to_pkcs8_pem().map_err(js_err)?, public_key: key.public_key().to_b64() })
@@ -52,8 +99,8 @@ pub fn generate_domain_key() -> Result<JsValue, JsError> {
 /// Signs a message JSON as the server of `domain` does; returns the signed message JSON.
 #[wasm_bindgen(js_name = signMessage)]
 pub fn sign_message(
-    message_json: &str,
-    private_key_pem: &str,
+    #[wasm_bindgen(js_name = messageJson)] message_json: &str,
+    #[wasm_bindgen(js_name = privateKeyPem)] private_key_pem: &str,
     selector: &str,
     domain: &str,
 ) -> Result<String, JsError> {
@@ -66,7 +113,10 @@ pub fn sign_message(
 /// Verifies a signed message JSON against a raw-32 base64 public key; returns `true` or throws the
 /// reason.
 #[wasm_bindgen(js_name = verifyMessage)]
-pub fn verify_message(message_json: &str, public_key_b64: &str) -> Result<bool, JsError> {
+pub fn verify_message(
+    #[wasm_bindgen(js_name = messageJson)] message_json: &str,
+    #[wasm_bindgen(js_name = publicKey)] public_key_b64: &str,
+) -> Result<bool, JsError> {
     let msg = Message::parse(message_json.as_bytes()).map_err(js_err)?;
     let key = PublicKey::from_b64(public_key_b64).map_err(js_err)?;
     crate::sign::verify_message(&msg, &key).map_err(js_err)?;
@@ -82,7 +132,7 @@ struct JsDirective {
 }
 
 /// Parses an ATS record: `{ directives: [{ action, kind, value, text }] }`.
-#[wasm_bindgen(js_name = parseAts)]
+#[wasm_bindgen(js_name = parseAts, unchecked_return_type = "AtsPolicy")]
 pub fn parse_ats(text: &str) -> Result<JsValue, JsError> {
     #[derive(Serialize)]
     struct Out {
@@ -106,7 +156,7 @@ pub fn parse_ats(text: &str) -> Result<JsValue, JsError> {
 }
 
 /// Parses an ATK record: `{ publicKey, revoked, expires, flags }`.
-#[wasm_bindgen(js_name = parseAtk)]
+#[wasm_bindgen(js_name = parseAtk, unchecked_return_type = "AtkRecord")]
 pub fn parse_atk(text: &str) -> Result<JsValue, JsError> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -122,7 +172,7 @@ pub fn parse_atk(text: &str) -> Result<JsValue, JsError> {
 }
 
 /// Parses SVCB presentation RDATA: `{ priority, target, port, alpn, ipv4hint, ipv6hint, alias }`.
-#[wasm_bindgen(js_name = parseSvcb)]
+#[wasm_bindgen(js_name = parseSvcb, unchecked_return_type = "SvcbRecord")]
 pub fn parse_svcb(text: &str) -> Result<JsValue, JsError> {
     #[derive(Serialize)]
     struct Out {

@@ -4,7 +4,7 @@
 
 use atp_wasm::js;
 use serde_json::Value;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsError, JsValue};
 use wasm_bindgen_test::wasm_bindgen_test;
 
 fn vectors() -> Value {
@@ -13,6 +13,12 @@ fn vectors() -> Value {
 
 fn get(obj: &JsValue, key: &str) -> JsValue {
     js_sys::Reflect::get(obj, &JsValue::from_str(key)).unwrap()
+}
+
+/// The message of the `Error` a binding throws (panics if it did not fail).
+fn thrown<T: std::fmt::Debug>(r: Result<T, JsError>) -> String {
+    let e = js_sys::Error::from(JsValue::from(r.expect_err("the binding should throw")));
+    e.message().into()
 }
 
 #[wasm_bindgen_test]
@@ -32,9 +38,9 @@ fn canonicalize_matches_the_reference_vectors() {
         let text = Value::Object(signable).to_string();
         assert_eq!(js::canonicalize(&text).unwrap(), v["canonical"].as_str().unwrap(), "{}", v["name"]);
     }
-    assert!(js::canonicalize("{").is_err());
+    assert!(thrown(js::canonicalize("{")).starts_with("invalid JSON"));
     assert_eq!(js::canonicalize_jcs(r#"{"b":1e-7,"a":1e16}"#).unwrap(), r#"{"a":10000000000000000,"b":1e-7}"#);
-    assert!(js::canonicalize_jcs(r#"{"a":1,"a":2}"#).is_err());
+    assert!(thrown(js::canonicalize_jcs(r#"{"a":1,"a":2}"#)).contains("duplicate"));
 }
 
 #[wasm_bindgen_test]
@@ -46,7 +52,7 @@ fn reference_signatures_verify() {
         msg["signature"] = vec["signature"].clone();
         assert!(js::verify_message(&msg.to_string(), public).unwrap(), "{}", vec["name"]);
         msg["nonce"] = Value::from("msg-tampered");
-        assert!(js::verify_message(&msg.to_string(), public).is_err());
+        assert_eq!(thrown(js::verify_message(&msg.to_string(), public)), "Signature verification failed");
     }
 }
 
@@ -64,9 +70,11 @@ fn generate_sign_verify_round_trip() {
     assert_eq!(parsed["signature"]["key_id"], "default.atk._atp.web.test");
     assert!(js::verify_message(&signed, &public).unwrap());
     let other = get(&js::generate_domain_key().unwrap(), "publicKey").as_string().unwrap();
-    assert!(js::verify_message(&signed, &other).is_err());
-    assert!(js::sign_message(msg, "not a pem", "default", "web.test").is_err());
-    assert!(js::verify_message(&signed, "short").is_err());
+    assert_eq!(thrown(js::verify_message(&signed, &other)), "Signature verification failed");
+    assert_eq!(thrown(js::verify_message(msg, &public)), "Message has no signature");
+    assert!(thrown(js::verify_message(&signed, "short")).contains("public key"));
+    assert!(thrown(js::sign_message(msg, "not a pem", "default", "web.test")).contains("private key"));
+    assert!(thrown(js::sign_message(r#"{"from":"a@b.test"}"#, &pem, "default", "web.test")).contains("'to'"));
 }
 
 #[wasm_bindgen_test]
@@ -76,18 +84,25 @@ fn record_parsers() {
     assert_eq!(dirs.length(), 3);
     assert_eq!(get(&dirs.get(0), "kind").as_string().unwrap(), "ip");
     assert_eq!(get(&dirs.get(2), "text").as_string().unwrap(), "deny=all");
-    assert!(js::parse_ats("v=spf1 -all").is_err());
+    assert!(thrown(js::parse_ats("v=spf1 -all")).contains("v=atp1"));
 
-    let p = vectors()["key"]["public_key_b64"].as_str().unwrap().to_owned();
+    let v = vectors();
+    let p = v["key"]["public_key_b64"].as_str().unwrap().to_owned();
+    let reference = js::parse_atk(v["key"]["atk_record"].as_str().unwrap()).unwrap();
+    assert_eq!(get(&reference, "publicKey").as_string().unwrap(), p);
+    assert_eq!(get(&reference, "revoked").as_bool(), Some(false));
+    assert!(get(&reference, "expires").is_null());
     let atk = js::parse_atk(&format!("v=atp1 k=ed25519 p={p} t=s x=1000")).unwrap();
     assert_eq!(get(&atk, "publicKey").as_string().unwrap(), p);
     assert_eq!(get(&atk, "revoked").as_bool(), Some(true));
     assert_eq!(get(&atk, "expires").as_f64(), Some(1000.0));
-    assert!(js::parse_atk("v=atp1 k=ed25519 p=MCowBQYDK2VwAyEA").is_err());
+    assert!(!thrown(js::parse_atk("v=atp1 k=ed25519 p=MCowBQYDK2VwAyEA")).is_empty());
+    assert!(thrown(js::parse_atk("v=atp1 k=ed25519")).contains("p="));
 
     let svcb = js::parse_svcb(r#"1 atp.a.test. alpn="atp/1,h2" port=8443"#).unwrap();
     assert_eq!(get(&svcb, "target").as_string().unwrap(), "atp.a.test");
     assert_eq!(get(&svcb, "port").as_f64(), Some(8443.0));
     assert_eq!(get(&svcb, "alias").as_bool(), Some(false));
-    assert!(js::parse_svcb("x").is_err());
+    assert_eq!(js_sys::Array::from(&get(&svcb, "alpn")).join(",").as_string().unwrap(), "atp/1,h2");
+    assert_eq!(thrown(js::parse_svcb("x")), "invalid priority 'x'");
 }
