@@ -32,6 +32,9 @@ fi
 
 scripts/setup-wasm-toolchain.sh prebuilt
 
+# The Python reference implementation, the interop peer of atp-native/tests/reference_cli.rs.
+scripts/install-reference.sh
+
 # The CLI must equal the wasm-bindgen crate version exactly (the runner refuses other schema versions).
 WB=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 [[ -n "$WB" ]] || { echo "wasm-bindgen is not in Cargo.lock" >&2; exit 1; }

@@ -1,32 +1,10 @@
 //! The home directory (protocol.md §8.7, §8.8): `config.toml`, `keys/`, `certs/`, `data/`.
-//! Resolved from `--home`, then `ATP_HOME`, then `~/.atp`.
+//! Resolved from `--home` (or `ATP_HOME`), then `$HOME/.atp`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use atp_wasm::keys::DomainKey;
-use serde::Deserialize;
-
-/// `config.toml`, as the reference reads it (protocol.md §8.8); unknown keys are ignored.
-#[derive(Debug, Default, Deserialize)]
-pub struct FileConfig {
-    #[serde(default)]
-    pub local_mode: bool,
-    pub peers_file: Option<PathBuf>,
-    pub dns_override_file: Option<PathBuf>,
-    pub key_selector: Option<String>,
-    #[serde(default)]
-    pub server: ServerSection,
-}
-
-/// The `[server]` table of `config.toml`.
-#[derive(Debug, Default, Deserialize)]
-pub struct ServerSection {
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub admin_token: Option<String>,
-    pub max_message_size: Option<usize>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
@@ -75,17 +53,19 @@ impl Home {
         for d in [self.root.clone(), self.keys_dir(), self.certs_dir(), self.data_dir()] {
             fs::create_dir_all(&d).map_err(io(&d))?;
         }
+        // The keys directory holds the domain's signing key: owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let keys = self.keys_dir();
+            fs::set_permissions(&keys, fs::Permissions::from_mode(0o700)).map_err(io(&keys))?;
+        }
         Ok(())
     }
 
-    /// Reads `config.toml` (missing file: defaults).
-    pub fn config(&self) -> Result<FileConfig, HomeError> {
-        let path = self.root.join("config.toml");
-        match fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| HomeError::Format { path, message: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
-            Err(e) => Err(HomeError::Io { path, source: e }),
-        }
+    /// `config.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
     }
 
     /// Loads the domain key of `selector`, generating it (private key mode 0600) if missing, in
@@ -155,23 +135,5 @@ mod tests {
         let ring: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(home.keys_dir().join("keyring.json")).unwrap()).unwrap();
         assert_eq!(ring["keys"]["default"]["created_at"], 5);
-    }
-
-    #[test]
-    fn config_toml_in_the_reference_format() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home { root: dir.path().to_owned() };
-        assert!(!home.config().unwrap().local_mode);
-        fs::write(
-            dir.path().join("config.toml"),
-            "local_mode = true\ndns_override_file = \"/x/d.toml\"\nkey_selector = \"s1\"\n[server]\nadmin_token = \"t\"\n",
-        )
-        .unwrap();
-        let c = home.config().unwrap();
-        assert!(c.local_mode);
-        assert_eq!(c.key_selector.as_deref(), Some("s1"));
-        assert_eq!(c.server.admin_token.as_deref(), Some("t"));
-        fs::write(dir.path().join("config.toml"), "local_mode = [").unwrap();
-        assert!(matches!(home.config(), Err(HomeError::Format { .. })));
     }
 }

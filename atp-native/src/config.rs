@@ -1,0 +1,266 @@
+//! Configuration: `config.toml` in the reference's format (protocol.md §8.8) and the effective
+//! server settings, with the precedence flags > environment `ATP_*` > `config.toml` > defaults
+//! (design.md §6). Unlike the reference (protocol.md §12 item 19), `[server] max_message_size` is
+//! honoured, `domain`/`port` from the file are used when no flag or variable gives them, and
+//! `--no-tls` always means plain HTTP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cli::{Registration, StartArgs};
+use crate::home::Home;
+
+/// `config.toml` (protocol.md §8.8); unknown keys are ignored, as the reference does.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileConfig {
+    /// Use `peers_file` / `dns_override_file` (protocol.md §8.9).
+    #[serde(default)]
+    pub local_mode: bool,
+    pub peers_file: Option<PathBuf>,
+    pub dns_override_file: Option<PathBuf>,
+    /// Selector of the domain key that signs transfers (default `default`).
+    pub key_selector: Option<String>,
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// The `[server]` table of `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerSection {
+    pub domain: Option<String>,
+    pub port: Option<u16>,
+    pub host: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub admin_token: Option<String>,
+    pub max_message_size: Option<usize>,
+    pub registration: Option<Registration>,
+    pub log_level: Option<String>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("no domain: pass --domain (or set ATP_DOMAIN, or [server] domain in config.toml)")]
+    NoDomain,
+    #[error("--domain {0:?}: {1}")]
+    BadDomain(String, atp_wasm::identity::IdentityError),
+    #[error("--host {0:?} is not an IP address")]
+    BadHost(String),
+    #[error("a TLS certificate needs its key and a key its certificate ([server] tls_cert / tls_key)")]
+    HalfTls,
+    #[error("--registration token needs an admin token (--admin-token, ATP_ADMIN_TOKEN or [server] admin_token)")]
+    TokenWithoutAdmin,
+    #[error("max_message_size must be between 1024 and 67108864 bytes, got {0}")]
+    BadMaxSize(usize),
+    #[error("key_selector {0:?} is not a DNS label")]
+    BadSelector(String),
+}
+
+impl FileConfig {
+    /// Reads `config.toml`; a missing file is the default configuration.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+            Err(e) => Err(ConfigError::File { path: path.to_owned(), message: e.to_string() }),
+        }
+    }
+}
+
+/// How the listener speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain HTTP (`--no-tls`).
+    Off,
+    /// The operator's certificate and key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A self-signed certificate kept in `<home>/certs/` (design.md §3).
+    SelfSigned,
+}
+
+/// The effective settings of one server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub domain: String,
+    pub listen: SocketAddr,
+    pub tls: TlsMode,
+    pub admin_token: Option<String>,
+    pub registration: Registration,
+    pub home: Home,
+    pub log_level: String,
+    pub max_message_size: usize,
+    pub local_mode: bool,
+    pub peers_file: Option<PathBuf>,
+    pub dns_override_file: Option<PathBuf>,
+    pub key_selector: String,
+}
+
+/// The reference's `--log-level` names, mapped to tracing filters; anything else is a filter already.
+pub fn log_filter(level: &str) -> String {
+    match level.to_ascii_uppercase().as_str() {
+        "DEBUG" => "debug".into(),
+        "INFO" => "info".into(),
+        "WARNING" | "WARN" => "warn".into(),
+        "ERROR" | "CRITICAL" => "error".into(),
+        _ => level.to_owned(),
+    }
+}
+
+impl Settings {
+    /// Combines the command line (flags and `ATP_*` variables, already merged by clap) with
+    /// `config.toml` in the home directory.
+    pub fn resolve(args: StartArgs) -> Result<Self, ConfigError> {
+        let home = Home::resolve(args.home.clone());
+        let file = FileConfig::load(&home.config_path())?;
+        Self::merge(args, file, home)
+    }
+
+    /// The precedence rules, without touching the environment or the disk.
+    pub fn merge(args: StartArgs, file: FileConfig, home: Home) -> Result<Self, ConfigError> {
+        let s = file.server;
+        let raw_domain = args.domain.or(s.domain).ok_or(ConfigError::NoDomain)?;
+        let domain = raw_domain.trim_end_matches('.').to_ascii_lowercase();
+        atp_wasm::identity::validate_domain(&domain).map_err(|e| ConfigError::BadDomain(raw_domain.clone(), e))?;
+        let host = args.host.or(s.host).unwrap_or_else(|| "0.0.0.0".into());
+        let ip: IpAddr =
+            host.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| ConfigError::BadHost(host))?;
+        let port = args.port.or(s.port).unwrap_or(atp_wasm::DEFAULT_PORT);
+        let tls = if args.no_tls {
+            TlsMode::Off
+        } else {
+            match (args.cert, args.key) {
+                (Some(cert), Some(key)) => TlsMode::Files { cert, key },
+                _ => match (s.tls_cert, s.tls_key) {
+                    (Some(cert), Some(key)) => TlsMode::Files { cert, key },
+                    (None, None) => TlsMode::SelfSigned,
+                    _ => return Err(ConfigError::HalfTls),
+                },
+            }
+        };
+        let admin_token = args.admin_token.or(s.admin_token).filter(|t| !t.is_empty());
+        let registration = args.registration.or(s.registration).unwrap_or(Registration::Open);
+        if registration == Registration::Token && admin_token.is_none() {
+            return Err(ConfigError::TokenWithoutAdmin);
+        }
+        let max_message_size = s.max_message_size.unwrap_or(atp_wasm::MAX_MESSAGE_SIZE);
+        if !(1024..=64 << 20).contains(&max_message_size) {
+            return Err(ConfigError::BadMaxSize(max_message_size));
+        }
+        let key_selector = file.key_selector.unwrap_or_else(|| "default".into());
+        if atp_wasm::identity::validate_domain(&key_selector).is_err() || key_selector.contains('.') {
+            return Err(ConfigError::BadSelector(key_selector));
+        }
+        Ok(Settings {
+            domain,
+            listen: SocketAddr::new(ip, port),
+            tls,
+            admin_token,
+            registration,
+            home,
+            log_level: log_filter(&args.log_level.or(s.log_level).unwrap_or_else(|| "info".into())),
+            max_message_size,
+            local_mode: file.local_mode,
+            peers_file: file.peers_file,
+            dns_override_file: file.dns_override_file,
+            key_selector,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home() -> Home {
+        Home { root: PathBuf::from("/nonexistent/.atp") }
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn reads_the_reference_config_format() {
+        let f = file(
+            "agent_id = \"alice@alpha.test\"\nlocal_mode = true\npeers_file = \"/s/peers.toml\"\n\
+             dns_override_file = \"/s/dns.toml\"\nkey_selector = \"k2\"\n\
+             [server]\ndomain = \"alpha.test\"\nport = 17601\ntls_cert = \"/c\"\ntls_key = \"/k\"\n\
+             admin_token = \"tokA\"\nmax_message_size = 4096\n",
+        );
+        let s = Settings::merge(StartArgs::default(), f, home()).unwrap();
+        assert_eq!(s.domain, "alpha.test");
+        assert_eq!(s.listen, "0.0.0.0:17601".parse().unwrap());
+        assert_eq!(s.tls, TlsMode::Files { cert: "/c".into(), key: "/k".into() });
+        assert_eq!(s.admin_token.as_deref(), Some("tokA"));
+        assert_eq!(s.max_message_size, 4096);
+        assert!(s.local_mode);
+        assert_eq!(s.key_selector, "k2");
+        assert_eq!(s.registration, Registration::Open);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let f = file("[server]\ndomain = \"file.test\"\nport = 1\nadmin_token = \"f\"\nregistration = \"closed\"\n");
+        let args = StartArgs {
+            domain: Some("Flag.Test.".into()),
+            port: Some(2),
+            host: Some("::1".into()),
+            admin_token: Some("a".into()),
+            registration: Some(Registration::Token),
+            no_tls: true,
+            ..Default::default()
+        };
+        let s = Settings::merge(args, f, home()).unwrap();
+        assert_eq!(s.domain, "flag.test");
+        assert_eq!(s.listen, "[::1]:2".parse().unwrap());
+        assert_eq!(s.admin_token.as_deref(), Some("a"));
+        assert_eq!(s.registration, Registration::Token);
+        assert_eq!(s.tls, TlsMode::Off);
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let args = || StartArgs { domain: Some("d.test".into()), ..Default::default() };
+        let s = Settings::merge(args(), FileConfig::default(), home()).unwrap();
+        assert_eq!((s.listen.port(), s.tls.clone(), s.log_level.as_str()), (7443, TlsMode::SelfSigned, "info"));
+        assert!(matches!(
+            Settings::merge(StartArgs::default(), FileConfig::default(), home()),
+            Err(ConfigError::NoDomain)
+        ));
+        let bad = StartArgs { domain: Some("-x.test".into()), ..Default::default() };
+        assert!(matches!(Settings::merge(bad, FileConfig::default(), home()), Err(ConfigError::BadDomain(..))));
+        let bad = StartArgs { host: Some("localhost".into()), ..args() };
+        assert!(matches!(Settings::merge(bad, FileConfig::default(), home()), Err(ConfigError::BadHost(_))));
+        let token = StartArgs { registration: Some(Registration::Token), ..args() };
+        assert!(matches!(Settings::merge(token, FileConfig::default(), home()), Err(ConfigError::TokenWithoutAdmin)));
+        assert!(matches!(
+            Settings::merge(args(), file("[server]\ntls_cert = \"/c\"\n"), home()),
+            Err(ConfigError::HalfTls)
+        ));
+        assert!(matches!(
+            Settings::merge(args(), file("[server]\nmax_message_size = 10\n"), home()),
+            Err(ConfigError::BadMaxSize(10))
+        ));
+        assert!(matches!(
+            Settings::merge(args(), file("key_selector = \"a.b\"\n"), home()),
+            Err(ConfigError::BadSelector(_))
+        ));
+        assert_eq!(log_filter("WARNING"), "warn");
+        assert_eq!(log_filter("atp=debug"), "atp=debug");
+    }
+
+    #[test]
+    fn missing_file_is_default_and_bad_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!FileConfig::load(&dir.path().join("config.toml")).unwrap().local_mode);
+        std::fs::write(dir.path().join("config.toml"), "local_mode = [").unwrap();
+        assert!(matches!(FileConfig::load(&dir.path().join("config.toml")), Err(ConfigError::File { .. })));
+    }
+}

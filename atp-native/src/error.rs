@@ -1,0 +1,65 @@
+//! The one place where a protocol [`Rejection`] becomes an HTTP response (design.md §6): every
+//! error is JSON `{"error", "error_code", …extras}` (the reference's shape, protocol.md §6, with
+//! the code always present) under the rejection's status. The code also travels in the response's
+//! extensions, so the metrics layer counts refusals by code. A body refused as too large is not read
+//! to its end, so that answer also closes the connection.
+
+use atp_wasm::{ErrorCode, Rejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// A rejection on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub Rejection);
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError(r)
+    }
+}
+
+impl From<crate::store::DbError> for ApiError {
+    /// Storage trouble is temporary for the client (retry later), never a 500 (design.md §3).
+    fn from(e: crate::store::DbError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        ApiError(Rejection::new(503, ErrorCode::TempFailure, "Storage unavailable, retry later"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, Json(self.0.to_json())).into_response();
+        if self.0.code == ErrorCode::MessageTooLarge {
+            // The rest of the body is not read, so the connection cannot carry another request.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp.extensions_mut().insert(self.0.code);
+        resp
+    }
+}
+
+/// Shorthand for a rejection.
+pub fn reject(status: u16, code: ErrorCode, error: impl Into<String>) -> ApiError {
+    ApiError(Rejection::new(status, code, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_becomes_json_with_its_status_and_code() {
+        let resp =
+            ApiError(Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed").with("x", 1)).into_response();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert_eq!(resp.extensions().get::<ErrorCode>(), Some(&ErrorCode::AtsFail));
+        let resp = reject(451, ErrorCode::TempFailure, "later").into_response();
+        assert_eq!(resp.status().as_u16(), 451);
+        assert!(resp.headers().get("connection").is_none());
+        let resp = reject(400, ErrorCode::MessageTooLarge, "Message too large").into_response();
+        assert_eq!(resp.headers()["connection"], "close");
+    }
+}

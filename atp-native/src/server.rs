@@ -1,0 +1,144 @@
+//! `atp server start` (protocol.md §9): prepares the home (keys, certificate, database), binds the
+//! listener, serves the API over TLS 1.3 (or plain HTTP with `--no-tls`) and shuts down gracefully
+//! on SIGTERM/SIGINT: stop accepting, let requests in flight finish (10 s at most), then commit and
+//! close the database writer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atp_wasm::env::{Clock, SystemClock};
+use atp_wasm::pipeline::InboundConfig;
+
+use crate::config::{Settings, TlsMode};
+use crate::credentials::CredentialCache;
+use crate::metrics::Metrics;
+use crate::resolver::ServerResolver;
+use crate::routes::{self, AppState};
+use crate::store::Store;
+use crate::tls;
+
+/// How long in-flight requests may take after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+/// How often accepted-message fingerprints past the retry horizon are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Home(#[from] crate::home::HomeError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Overrides(#[from] crate::resolver::OverrideError),
+    #[error("database {path}: {source}")]
+    Store { path: std::path::PathBuf, source: crate::store::DbError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn run(s: Settings) -> Result<(), ServerError> {
+    let home = &s.home;
+    home.ensure()?;
+    let (_signing_key, created) = home.load_or_create_key(&s.key_selector, SystemClock.now())?;
+    if created {
+        eprintln!("Generated domain key '{}' in {}", s.key_selector, home.keys_dir().display());
+    }
+    let resolver = ServerResolver::from_settings(&s)?;
+    let db_path = home.db_path(&s.domain);
+    let store = Store::open(&db_path).map_err(|source| ServerError::Store { path: db_path.clone(), source })?;
+    let mut inbound = InboundConfig::new(&s.domain);
+    inbound.max_size = s.max_message_size;
+    let state = Arc::new(AppState {
+        domain: s.domain.clone(),
+        inbound,
+        store: store.clone(),
+        resolver,
+        admin_token: s.admin_token.clone(),
+        registration: s.registration,
+        credentials: CredentialCache::default(),
+        metrics: Metrics::default(),
+    });
+
+    let pruner = tokio::spawn(prune_dedup(store.clone(), state.inbound.remote_max_age + state.inbound.max_future_skew));
+
+    let listener =
+        std::net::TcpListener::bind(s.listen).map_err(|source| ServerError::Bind { addr: s.listen, source })?;
+    let local = listener.local_addr().unwrap_or(s.listen);
+    let handle = axum_server::Handle::new();
+    let signal_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal: draining connections");
+        signal_handle.graceful_shutdown(Some(DRAIN));
+    });
+    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = match &s.tls {
+        TlsMode::Off => {
+            eprintln!("Starting ATP Server: {} on HTTP://{local} (no TLS)", s.domain);
+            axum_server::from_tcp(listener).handle(handle).serve(app).await
+        }
+        mode => {
+            let (cert, key) = match mode {
+                TlsMode::Files { cert, key } => (cert.clone(), key.clone()),
+                _ => {
+                    let (c, k, created) = tls::self_signed(home, &s.domain)?;
+                    eprintln!(
+                        "Using a self-signed certificate for {} ({}{}); clients must skip verification (--no-verify)",
+                        s.domain,
+                        c.display(),
+                        if created { ", just generated" } else { "" }
+                    );
+                    (c, k)
+                }
+            };
+            let config = tls::server_config(&cert, &key)?;
+            eprintln!("Starting ATP Server: {} on HTTPS://{local} (TLS 1.3, ALPN atp/1 h2 http/1.1)", s.domain);
+            axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(config))
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    };
+    pruner.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    served.map_err(ServerError::Serve)
+}
+
+/// Forgets dedup rows older than `keep` seconds, now and then every [`PRUNE_EVERY`].
+async fn prune_dedup(store: Store, keep: i64) {
+    loop {
+        match store.prune_dedup(SystemClock.now() - keep).await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "pruned dedup entries past the retry horizon"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning dedup entries failed"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => ctrl_c.await,
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}

@@ -1,0 +1,370 @@
+//! The SQLite store (design.md §3): one database file per domain (`<home>/data/<domain>.db`, so
+//! servers of different domains may share a home), WAL with `synchronous=FULL`, versioned
+//! migrations ([`schema`]), group commit through one writer thread ([`writer`]), and a small pool of
+//! read connections used from `spawn_blocking`.
+//!
+//! A message is answered 202 only after [`Store::insert_message`] returned, i.e. after the batch
+//! holding it was committed. Its dedup row `(sender domain, nonce, content hash)` is written in the
+//! same transaction; [`DedupStore`] reads it back for the core's pipeline.
+
+pub mod schema;
+pub mod writer;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+
+use atp_wasm::env::{ContentHash, DedupStore, StoreError};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use crate::metrics::QueueCounts;
+use writer::Write;
+
+/// Read connections kept open.
+const READERS: usize = 4;
+/// Most agent ids remembered as existing (agents are never deleted, so a hit is always right).
+const KNOWN_AGENTS_MAX: usize = 100_000;
+
+/// Why the database could not do something. Callers answer 503 (retry later), never 500.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database commit failed: {0}")]
+    Commit(String),
+    #[error("database writer stopped")]
+    WriterGone,
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+/// `messages.status` (protocol.md §8.1). The delivery engine moves `Queued` rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// In a local inbox (or forwarded successfully).
+    Delivered,
+    /// Waiting for the delivery engine.
+    Queued,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Delivered => "delivered",
+            Status::Queued => "queued",
+        }
+    }
+}
+
+/// A message to store, with its dedup key.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub nonce: String,
+    pub sender_domain: String,
+    pub from_id: String,
+    pub to_id: String,
+    pub json: String,
+    pub status: Status,
+    pub content_hash: ContentHash,
+    pub now: i64,
+}
+
+/// What storing a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Committed under this row id.
+    New(i64),
+    /// An exact repeat of a message already accepted: nothing written.
+    Duplicate,
+    /// The nonce is taken by other content.
+    Replay,
+}
+
+/// A stored message as the inbox returns it.
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    pub id: i64,
+    pub json: String,
+}
+
+/// What `inspect` shows of a message (protocol.md §6).
+#[derive(Debug, Clone)]
+pub struct MessageInfo {
+    pub nonce: String,
+    pub from: String,
+    pub to: String,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Handle to one domain's database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    writer: mpsc::Sender<Write>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    known_agents: Arc<RwLock<HashSet<String>>>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating and migrating) the database at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let mut conn = schema::connect(path)?;
+        schema::migrate(&mut conn)?;
+        let readers = (0..READERS).map(|_| schema::connect(path)).collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("atp-db-writer".into())
+            .spawn(move || writer::run(conn, rx))
+            .map_err(|e| DbError::Task(e.to_string()))?;
+        Ok(Store {
+            writer: tx,
+            readers: Arc::new(Mutex::new(readers)),
+            known_agents: Arc::default(),
+            path: path.to_owned(),
+        })
+    }
+
+    async fn write<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, DbError>>) -> Write) -> Result<T, DbError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(make(tx)).map_err(|_| DbError::WriterGone)?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut v| v.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => schema::connect(&path)?,
+            };
+            let r = f(&conn);
+            if let Ok(mut v) = readers.lock() {
+                if v.len() < READERS {
+                    v.push(conn);
+                }
+            }
+            Ok(r?)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Stores a message durably (committed before this returns), with its dedup row.
+    pub async fn insert_message(&self, m: NewMessage) -> Result<Stored, DbError> {
+        self.write(|reply| Write::Message(m, reply)).await
+    }
+
+    /// Registers an agent; false if the id is taken.
+    pub async fn insert_agent(&self, id: &str, hash: &str, now: i64) -> Result<bool, DbError> {
+        let (id, hash) = (id.to_owned(), hash.to_owned());
+        self.write(|reply| Write::Agent { id, hash, now, reply }).await
+    }
+
+    /// Forgets dedup entries accepted before `before` (past the retry horizon).
+    pub async fn prune_dedup(&self, before: i64) -> Result<usize, DbError> {
+        self.write(|reply| Write::PruneDedup { before, reply }).await
+    }
+
+    /// Commits everything sent so far and stops the writer; later writes fail with
+    /// [`DbError::WriterGone`].
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writer.send(Write::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The password hash of an agent.
+    pub async fn agent_hash(&self, id: &str) -> Result<Option<String>, DbError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT password_hash FROM agents WHERE agent_id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    /// Whether `id` is a registered agent. Positive answers are remembered (agents are never
+    /// removed), so the recipient check of a busy inbox costs no database read.
+    pub async fn agent_exists(&self, id: &str) -> Result<bool, DbError> {
+        if self.known_agents.read().is_ok_and(|k| k.contains(id)) {
+            return Ok(true);
+        }
+        let exists = self.agent_hash(id).await?.is_some();
+        if exists {
+            self.remember_agent(id);
+        }
+        Ok(exists)
+    }
+
+    fn remember_agent(&self, id: &str) {
+        if let Ok(mut k) = self.known_agents.write() {
+            if k.len() >= KNOWN_AGENTS_MAX {
+                k.clear();
+            }
+            k.insert(id.to_owned());
+        }
+    }
+
+    /// Registered agents, oldest first.
+    pub async fn agents(&self) -> Result<Vec<String>, DbError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT agent_id FROM agents ORDER BY created_at, rowid")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// An agent's inbox after row `after_id`, oldest first, at most `limit` rows.
+    pub async fn inbox(&self, agent: &str, after_id: i64, limit: i64) -> Result<Vec<InboxRow>, DbError> {
+        let agent = agent.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, message_json FROM messages WHERE to_id = ?1 AND status = 'delivered' AND id > ?2
+                 ORDER BY id LIMIT ?3",
+            )?;
+            let rows =
+                st.query_map(params![agent, after_id, limit], |r| Ok(InboxRow { id: r.get(0)?, json: r.get(1)? }))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The newest message with this nonce.
+    pub async fn inspect(&self, nonce: &str) -> Result<Option<MessageInfo>, DbError> {
+        let nonce = nonce.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT nonce, from_id, to_id, status, created_at, updated_at, attempts, next_attempt_at, last_error
+                 FROM messages WHERE nonce = ?1 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([nonce], |r| {
+                Ok(MessageInfo {
+                    nonce: r.get(0)?,
+                    from: r.get(1)?,
+                    to: r.get(2)?,
+                    status: r.get(3)?,
+                    created_at: r.get(4)?,
+                    updated_at: r.get(5)?,
+                    attempts: r.get(6)?,
+                    next_attempt_at: r.get(7)?,
+                    error: r.get(8)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    /// Message counts per status, and the number of registered agents.
+    pub async fn counts(&self) -> Result<(QueueCounts, i64), DbError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT status, COUNT(*) FROM messages GROUP BY status")?;
+            let by_status = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let agents = c.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get(0))?;
+            Ok((QueueCounts { by_status }, agents))
+        })
+        .await
+    }
+}
+
+impl DedupStore for Store {
+    async fn seen(&self, sender_domain: &str, nonce: &str) -> Result<Option<ContentHash>, StoreError> {
+        let (d, n) = (sender_domain.to_owned(), nonce.to_owned());
+        let hash: Option<Vec<u8>> = self
+            .read(move |c| {
+                c.prepare_cached("SELECT content_hash FROM dedup WHERE sender_domain = ?1 AND nonce = ?2")?
+                    .query_row([d, n], |r| r.get(0))
+                    .optional()
+            })
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(hash.and_then(|h| h.try_into().ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(nonce: &str, hash: u8, to: &str) -> NewMessage {
+        NewMessage {
+            nonce: nonce.into(),
+            sender_domain: "a.test".into(),
+            from_id: "x@a.test".into(),
+            to_id: to.into(),
+            json: format!("{{\"nonce\":\"{nonce}\"}}"),
+            status: Status::Delivered,
+            content_hash: [hash; 32],
+            now: 100,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_dedup_and_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.test.db")).unwrap();
+        // many concurrent writers share commits
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move { s.insert_message(msg(&format!("n{i}"), 1, "b@a.test")).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap().unwrap(), Stored::New(_)));
+        }
+        assert_eq!(store.insert_message(msg("n1", 1, "b@a.test")).await.unwrap(), Stored::Duplicate);
+        assert_eq!(store.insert_message(msg("n1", 2, "b@a.test")).await.unwrap(), Stored::Replay);
+        let mut other_domain = msg("n1", 2, "b@a.test");
+        other_domain.sender_domain = "b.test".into();
+        assert!(matches!(store.insert_message(other_domain).await.unwrap(), Stored::New(_)), "per sender domain");
+        assert_eq!(store.seen("a.test", "n1").await.unwrap(), Some([1; 32]));
+        assert_eq!(store.seen("other.test", "n1").await.unwrap(), None);
+        let page = store.inbox("b@a.test", 0, 50).await.unwrap();
+        assert_eq!(page.len(), 50);
+        let next = store.inbox("b@a.test", page[49].id, 500).await.unwrap();
+        assert_eq!(next.len(), 251);
+        assert!(store.insert_agent("b@a.test", "h", 1).await.unwrap());
+        assert!(!store.insert_agent("b@a.test", "h2", 2).await.unwrap());
+        assert_eq!(store.agent_hash("b@a.test").await.unwrap().as_deref(), Some("h"));
+        assert!(store.agent_exists("b@a.test").await.unwrap());
+        assert!(!store.agent_exists("c@a.test").await.unwrap());
+        let (queue, agents) = store.counts().await.unwrap();
+        assert_eq!((agents, queue.get("delivered")), (1, 301));
+        assert_eq!(store.inspect("n7").await.unwrap().unwrap().status, "delivered");
+        assert!(store.inspect("zzz").await.unwrap().is_none());
+        assert_eq!(store.prune_dedup(101).await.unwrap(), 301);
+        store.close().await;
+        assert!(matches!(store.insert_message(msg("late", 1, "b@a.test")).await, Err(DbError::WriterGone)));
+        drop(store);
+        // reopening keeps everything and does not re-run migrations
+        let again = Store::open(&dir.path().join("a.test.db")).unwrap();
+        assert_eq!(again.counts().await.unwrap().1, 1);
+        assert_eq!(again.agents().await.unwrap(), vec!["b@a.test".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn queued_rows_are_due_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.test.db")).unwrap();
+        let mut m = msg("q1", 1, "z@b.test");
+        m.status = Status::Queued;
+        store.insert_message(m).await.unwrap();
+        let info = store.inspect("q1").await.unwrap().unwrap();
+        assert_eq!((info.status.as_str(), info.next_attempt_at, info.attempts), ("queued", Some(100), 0));
+    }
+}

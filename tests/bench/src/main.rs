@@ -1,0 +1,305 @@
+//! `atp-bench`: a load generator for ATP servers (ours and the reference), measuring **local
+//! submission** — `POST /.well-known/atp/v1/message` with an agent's Basic credential (protocol.md §6,
+//! §7) — throughput and latency at several concurrency levels.
+//!
+//! Each concurrent worker owns one TLS connection (HTTP/1.1 keep-alive, like the reference's CLI and
+//! SDK) and sends submissions back to back: a fresh nonce, the current timestamp, a small payload,
+//! from the bench agent to itself, so the server delivers into a local inbox and must commit before
+//! answering 202 (design.md §3). Only 202 answers count; anything else is an error and the first few
+//! are printed. A warm-up period precedes each measured period.
+//!
+//! Output: one JSON object per concurrency level on stdout (tests/bench/run.sh turns them into a
+//! Markdown table), and a human-readable line per level on stderr.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(name = "atp-bench", about = "Local-submission load test for an ATP server")]
+struct Args {
+    /// Server address, host:port (TLS; the certificate is not verified).
+    #[arg(long)]
+    server: String,
+    /// The server's domain; the bench agent is `<agent>@<domain>`.
+    #[arg(long)]
+    domain: String,
+    /// Local part of the bench agent (registered if missing).
+    #[arg(long, default_value = "bench")]
+    agent: String,
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    /// Concurrency levels, comma separated.
+    #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Measured seconds per level.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Warm-up seconds per level (not measured).
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// A label for the output (e.g. `atp`, `reference`).
+    #[arg(long, default_value = "server")]
+    label: String,
+    /// Payload body size in bytes.
+    #[arg(long, default_value_t = 256)]
+    body_size: usize,
+}
+
+/// Accepts any server certificate (the servers under test use self-signed ones).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+struct Target {
+    addr: SocketAddr,
+    host: String,
+    tls: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+impl Target {
+    fn new(server: &str) -> Result<Self, Error> {
+        let addr: SocketAddr = server.parse().map_err(|e| format!("--server {server}: {e} (use ip:port)"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Target {
+            addr,
+            host: server.to_owned(),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            server_name: ServerName::IpAddress(addr.ip().into()),
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Error> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let tls = self.tls.connect(self.server_name.clone(), tcp).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+}
+
+/// One request; returns (status, body).
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    target: &Target,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Bytes,
+) -> Result<(u16, Bytes), Error> {
+    sender.ready().await?;
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("/.well-known/atp/v1/{path}"))
+        .header("host", &target.host)
+        .header("content-type", "application/atp+json");
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = sender.send_request(req.body(Full::new(body))?).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    latencies_us: Vec<u32>,
+    errors: u64,
+}
+
+struct Shared {
+    target: Target,
+    agent_id: String,
+    auth: String,
+    filler: String,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    printed_errors: AtomicU32,
+    run_id: u64,
+}
+
+async fn worker(shared: Arc<Shared>, n: usize) -> Result<WorkerResult, Error> {
+    let mut sender = shared.target.connect().await?;
+    let mut out = WorkerResult::default();
+    let mut seq: u64 = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let msg = json!({
+            "from": shared.agent_id, "to": shared.agent_id, "timestamp": unix_now(),
+            "nonce": format!("bench-{:x}-{n}-{seq}", shared.run_id), "type": "message",
+            "payload": {"subject": "bench", "body": shared.filler},
+        });
+        let body = Bytes::from(serde_json::to_vec(&msg)?);
+        let t0 = Instant::now();
+        let result = send(&mut sender, &shared.target, "POST", "message", Some(&shared.auth), body).await;
+        let us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        let measuring = shared.measuring.load(Ordering::Relaxed);
+        match result {
+            Ok((202, _)) => {
+                if measuring {
+                    out.latencies_us.push(us);
+                }
+            }
+            other => {
+                if measuring {
+                    out.errors += 1;
+                }
+                if shared.printed_errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                    match &other {
+                        Ok((s, b)) => eprintln!("  non-202 answer: {s} {}", String::from_utf8_lossy(b)),
+                        Err(e) => eprintln!("  request failed: {e}"),
+                    }
+                }
+                if other.is_err() {
+                    // The connection is unusable; open a new one.
+                    sender = shared.target.connect().await?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn register(target: &Target, agent: &str, password: &str) -> Result<(), Error> {
+    let mut sender = target.connect().await?;
+    let body = Bytes::from(serde_json::to_vec(&json!({"agent_id": agent, "password": password}))?);
+    let (status, resp) = send(&mut sender, target, "POST", "register", None, body).await?;
+    match status {
+        201 | 409 => Ok(()),
+        _ => Err(format!("registering {agent}: {status} {}", String::from_utf8_lossy(&resp)).into()),
+    }
+}
+
+async fn run_level(args: &Args, base: &Arc<Shared>, concurrency: usize) -> Result<serde_json::Value, Error> {
+    let shared = Arc::new(Shared {
+        target: Target::new(&args.server)?,
+        agent_id: base.agent_id.clone(),
+        auth: base.auth.clone(),
+        filler: base.filler.clone(),
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        printed_errors: AtomicU32::new(0),
+        run_id: base.run_id ^ (concurrency as u64) << 32,
+    });
+    let tasks: Vec<_> = (0..concurrency).map(|n| tokio::spawn(worker(shared.clone(), n))).collect();
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    shared.measuring.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let r = t.await.map_err(|e| e.to_string())??;
+        lat.extend(r.latencies_us);
+        errors += r.errors;
+    }
+    lat.sort_unstable();
+    let ok = lat.len() as u64;
+    let row = json!({
+        "label": args.label, "concurrency": concurrency, "ok": ok, "errors": errors,
+        "seconds": elapsed, "throughput": ok as f64 / elapsed,
+        "p50_ms": percentile(&lat, 0.50), "p99_ms": percentile(&lat, 0.99),
+    });
+    eprintln!(
+        "{:<10} c={:<3} {:>9.1} msg/s  p50 {:>8.2} ms  p99 {:>8.2} ms  ({ok} ok, {errors} errors in {elapsed:.1} s)",
+        args.label,
+        concurrency,
+        ok as f64 / elapsed,
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+    );
+    Ok(row)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let target = Target::new(&args.server)?;
+    let agent_id = format!("{}@{}", args.agent, args.domain);
+    register(&target, &agent_id, &args.password).await?;
+    let base = Arc::new(Shared {
+        target,
+        auth: format!("Basic {}", STANDARD.encode(format!("{agent_id}:{}", args.password))),
+        agent_id,
+        filler: "x".repeat(args.body_size),
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        printed_errors: AtomicU32::new(0),
+        run_id: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+    });
+    for &c in &args.concurrency {
+        let row = run_level(&args, &base, c.max(1)).await?;
+        println!("{row}");
+    }
+    Ok(())
+}
