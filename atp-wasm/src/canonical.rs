@@ -342,11 +342,31 @@ pub(crate) fn is_number_token(text: &str) -> bool {
     number_token_len(text.as_bytes()) == Some(text.len())
 }
 
+/// The two things that differ between the reference's form and RFC 8785: the order of object keys
+/// and how a number token is written. Everything else (literals, string escapes, structure, the
+/// depth limit) is shared.
+pub(crate) struct Rules {
+    pub key_order: fn(&str, &str) -> std::cmp::Ordering,
+    pub number: fn(&str, &mut String) -> Result<(), CanonError>,
+}
+
+/// The reference's rules (protocol.md §3): code-point key order, Python number formatting.
+const REFERENCE: Rules = Rules {
+    // `str`'s order is UTF-8 byte order, which is code-point order (Python's `sorted`).
+    key_order: |a, b| a.cmp(b),
+    number: write_number,
+};
+
 fn write_value(v: &Value, out: &mut String, depth: usize) -> Result<(), CanonError> {
+    write_value_with(v, out, depth, &REFERENCE)
+}
+
+/// Writes `v` canonically under `rules`, failing beyond [`MAX_DEPTH`] nested containers.
+pub(crate) fn write_value_with(v: &Value, out: &mut String, depth: usize, rules: &Rules) -> Result<(), CanonError> {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(n.as_str(), out)?,
+        Value::Number(n) => (rules.number)(n.as_str(), out)?,
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             if depth >= MAX_DEPTH {
@@ -357,7 +377,7 @@ fn write_value(v: &Value, out: &mut String, depth: usize) -> Result<(), CanonErr
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(item, out, depth + 1)?;
+                write_value_with(item, out, depth + 1, rules)?;
             }
             out.push(']');
         }
@@ -366,8 +386,7 @@ fn write_value(v: &Value, out: &mut String, depth: usize) -> Result<(), CanonErr
                 return Err(CanonError::TooDeep);
             }
             let mut entries: Vec<_> = map.iter().collect();
-            // `str`'s order is UTF-8 byte order, which is code-point order (Python's `sorted`).
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            entries.sort_unstable_by(|a, b| (rules.key_order)(a.0, b.0));
             out.push('{');
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
@@ -375,7 +394,7 @@ fn write_value(v: &Value, out: &mut String, depth: usize) -> Result<(), CanonErr
                 }
                 write_string(k, out);
                 out.push(':');
-                write_value(v, out, depth + 1)?;
+                write_value_with(v, out, depth + 1, rules)?;
             }
             out.push('}');
         }

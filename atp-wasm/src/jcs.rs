@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 pub use crate::canonical::CanonError;
-use crate::canonical::{parse_json_unique_keys, shortest_digits, to_finite_f64, write_string, MAX_DEPTH};
+use crate::canonical::{parse_json_unique_keys, shortest_digits, to_finite_f64, write_value_with, Rules};
 
 /// RFC 8785 canonical text of a JSON value.
 ///
@@ -28,46 +28,18 @@ pub fn canonicalize_jcs_str(json: &str) -> Result<String, CanonError> {
     canonicalize_jcs(&parse_json_unique_keys(json)?)
 }
 
+/// RFC 8785 rules: keys by UTF-16 code units (§3.2.3; UTF-8 byte order differs only for
+/// U+E000..U+FFFF against non-BMP characters), every number an IEEE double (§3.2.2.3).
+const JCS: Rules = Rules {
+    key_order: |a, b| a.encode_utf16().cmp(b.encode_utf16()),
+    number: |text, out| {
+        write_number(to_finite_f64(text)?, out);
+        Ok(())
+    },
+};
+
 fn write_value(v: &Value, out: &mut String, depth: usize) -> Result<(), CanonError> {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(to_finite_f64(n.as_str())?, out),
-        Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            if depth >= MAX_DEPTH {
-                return Err(CanonError::TooDeep);
-            }
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(item, out, depth + 1)?;
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            if depth >= MAX_DEPTH {
-                return Err(CanonError::TooDeep);
-            }
-            let mut entries: Vec<_> = map.iter().collect();
-            // UTF-16 code units (RFC 8785 §3.2.3); UTF-8 byte order differs only for U+E000..U+FFFF
-            // against non-BMP characters.
-            entries.sort_unstable_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(k, out);
-                out.push(':');
-                write_value(v, out, depth + 1)?;
-            }
-            out.push('}');
-        }
-    }
-    Ok(())
+    write_value_with(v, out, depth, &JCS)
 }
 
 /// ECMAScript `Number::toString(x)` (ECMA-262 §6.1.6.1.20) for a finite double.
@@ -108,6 +80,7 @@ fn write_number(x: f64, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::MAX_DEPTH;
 
     /// RFC 8785 Appendix B: IEEE-754 bit patterns and their canonical text.
     const APPENDIX_B: &[(u64, &str)] = &[
