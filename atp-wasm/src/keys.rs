@@ -4,9 +4,11 @@
 //!
 //! The DER of Ed25519 keys is fixed apart from the key bytes (RFC 8410 §7, §10), so it is written
 //! and read here directly instead of through the `pkcs8`/`der`/`pem` crates, which would add a third
-//! to the npm package's wasm. Private keys are written as PKCS#8 v2 (`OneAsymmetricKey` with the
-//! public key, RFC 5958), byte for byte what those crates write; PKCS#8 v1 (the 48-byte form Python's
-//! `cryptography` writes, so the reference's keys) and v2 are read.
+//! to the npm package's wasm. Private keys are written as PKCS#8 v1, the 48-byte form Python's
+//! `cryptography` writes (the reference's key files): `cryptography` 46 cannot read the v2 form
+//! (`OneAsymmetricKey` with the public key, RFC 5958) that ed25519-dalek's `pkcs8` wrote ("ASN.1
+//! parsing error: extra data"), so keys written that way could not be shared with the reference.
+//! Both v1 and v2 are read.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -126,17 +128,16 @@ impl DomainKey {
         }
     }
 
-    /// The private key as PKCS#8 v2 DER (RFC 5958, with the public key).
+    /// The private key as PKCS#8 v1 DER (RFC 8410 §7: 48 bytes, no public key).
     pub fn to_pkcs8_der(&self) -> Vec<u8> {
-        let mut der = vec![0x30, 0x51, 0x02, 0x01, 0x01];
+        let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00];
         der.extend_from_slice(&PKCS8_ALGORITHM_AND_SEED);
         der.extend_from_slice(&self.signing.to_bytes());
-        der.extend_from_slice(&PKCS8_PUBLIC_KEY);
-        der.extend_from_slice(self.public_key().as_bytes());
         der
     }
 
-    /// Writes the private key as unencrypted PKCS#8 PEM (v2, RFC 5958), which the reference reads.
+    /// Writes the private key as unencrypted PKCS#8 PEM (v1), byte for byte as the reference
+    /// (Python `cryptography`) writes it, and readable by it.
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
         Ok(pem_encode(&self.to_pkcs8_der(), "PRIVATE KEY"))
     }
@@ -241,25 +242,36 @@ mod tests {
     }
 
     #[test]
-    fn pem_output_is_byte_for_byte_what_the_pkcs8_crate_wrote() {
-        // Written by ed25519-dalek's pkcs8/pem encoders (the implementation before this one).
+    fn pem_output_is_what_python_cryptography_writes() {
+        // `Ed25519PrivateKey.from_private_bytes(bytes([7] * 32)).private_bytes(PEM, PKCS8, NoEncryption())`
+        // and `.public_key().public_bytes(PEM, SubjectPublicKeyInfo)` (cryptography 46).
         let k = DomainKey::from_seed(&[7u8; 32]);
         assert_eq!(
             k.to_pkcs8_pem().unwrap(),
-            "-----BEGIN PRIVATE KEY-----\nMFECAQEwBQYDK2VwBCIEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH\n\
-             gSEA6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=\n-----END PRIVATE KEY-----\n"
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH\n-----END PRIVATE KEY-----\n"
         );
         assert_eq!(
             k.public_key().to_spki_pem().unwrap(),
             "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=\n-----END PUBLIC KEY-----\n"
         );
+        // The v2 form ed25519-dalek's pkcs8 encoder wrote (earlier atp key files) is still read.
+        let v2 = "-----BEGIN PRIVATE KEY-----\nMFECAQEwBQYDK2VwBCIEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH\n\
+                  gSEA6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=\n-----END PRIVATE KEY-----\n";
+        assert_eq!(DomainKey::from_pkcs8_pem(v2).unwrap().public_key(), k.public_key());
     }
 
     #[test]
     fn pkcs8_reading_is_strict() {
         let k = DomainKey::from_seed(&seed());
-        let v2 = k.to_pkcs8_der();
-        assert_eq!(v2.len(), 83);
+        let v1 = k.to_pkcs8_der();
+        assert_eq!(v1.len(), 48);
+        // v2: version 1 and the public key appended (RFC 5958).
+        let mut v2 = v1.clone();
+        v2[1] = 0x51;
+        v2[4] = 1;
+        v2.extend_from_slice(&PKCS8_PUBLIC_KEY);
+        v2.extend_from_slice(k.public_key().as_bytes());
+        assert_eq!(DomainKey::from_pkcs8_der(&v2).unwrap().public_key(), k.public_key());
         // CRLF line ends and another line layout are fine.
         let b64 = STANDARD.encode(&v2);
         let crlf =
@@ -273,14 +285,14 @@ mod tests {
         let mut v1_with_pub = v2.clone();
         v1_with_pub[4] = 0;
         assert!(DomainKey::from_pkcs8_der(&v1_with_pub).is_err());
-        let mut trailing = v2.clone();
+        let mut trailing = v1.clone();
         trailing.push(0);
         trailing[1] += 1;
         assert!(DomainKey::from_pkcs8_der(&trailing).is_err());
-        let mut x25519 = v2.clone();
+        let mut x25519 = v1.clone();
         x25519[11] = 0x6e;
         assert!(DomainKey::from_pkcs8_der(&x25519).is_err());
-        assert!(DomainKey::from_pkcs8_der(&v2[..40]).is_err());
+        assert!(DomainKey::from_pkcs8_der(&v1[..40]).is_err());
         assert!(DomainKey::from_pkcs8_der(&[]).is_err());
         let public_pem = k.public_key().to_spki_pem().unwrap();
         assert!(DomainKey::from_pkcs8_pem(&public_pem).is_err());
