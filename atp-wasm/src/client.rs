@@ -104,7 +104,13 @@ impl ClientError {
         if let Some(more) = field("error_message").or_else(|| field("details")) {
             message = format!("{message}: {more}");
         }
-        ClientError { kind: ErrorKind::Http, status: resp.status, code: field("error_code"), message, body: body.map(Box::new) }
+        ClientError {
+            kind: ErrorKind::Http,
+            status: resp.status,
+            code: field("error_code"),
+            message,
+            body: body.map(Box::new),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ const TS_CLIENT: &'static str = r#"
 /** The subset of `fetch` the package uses (Node ≥ 18, browsers, Deno and Workers all have it). */
 export type FetchLike = (
   url: string,
-  init: { method: string; headers: Record<string, string>; body?: Uint8Array },
+  init: { method: string; headers: Record<string, string>; body?: ArrayBuffer },
 ) => Promise<{ status: number; headers?: { get(name: string): string | null }; arrayBuffer(): Promise<ArrayBuffer> }>;
 /** Options of `new AtpClient(…)`. */
 export interface AtpClientOptions {
@@ -192,13 +192,13 @@ impl AtpClient {
     }
 
     /// The agent's full id, once known (a short name needs the server's domain: after `health`,
-    /// `register`, `send` or `recv`); `null` before.
+    /// `register`, `send` or `recv`); `undefined` before.
     #[wasm_bindgen(getter, js_name = agentId)]
     pub fn agent_id(&self) -> Option<String> {
         self.inner.known_agent_id().map(|a| a.to_string())
     }
 
-    /// The server's domain, once known; `null` before.
+    /// The server's domain, once known; `undefined` before.
     #[wasm_bindgen(getter)]
     pub fn domain(&self) -> Option<String> {
         self.inner.known_domain()
@@ -259,19 +259,20 @@ impl AtpClient {
     pub fn send(
         &self,
         to: &str,
-        #[wasm_bindgen(unchecked_param_type = "SendOptions")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "SendOptions")] options: JsValue,
     ) -> Result<Promise, JsValue> {
         let opts = send_options(&options)?;
         let to = to.to_owned();
         Ok(self.run(|c| async move {
             let r = c.send(&to, &opts).await?;
-            let out = serde_json::json!({
-                "status": r.status,
-                "nonce": r.nonce,
-                "timestamp": r.timestamp,
-                "message": serde_json::from_str::<Value>(&r.message.to_json()).unwrap_or(Value::Null),
-            });
-            json_value(&out).map_err(|_| ClientError::protocol(202, "unreadable send answer"))
+            let text = format!(
+                r#"{{"status":{},"nonce":{},"timestamp":{},"message":{}}}"#,
+                Value::String(r.status),
+                Value::String(r.nonce),
+                r.timestamp,
+                r.message.to_json()
+            );
+            from_json(&text).map_err(|_| ClientError::protocol(202, "unreadable send answer"))
         }))
     }
 
@@ -280,7 +281,7 @@ impl AtpClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<AtpMessage[]>")]
     pub fn recv(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "RecvOptions")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "RecvOptions")] options: JsValue,
     ) -> Result<Promise, JsValue> {
         let opts = recv_options(&options)?;
         Ok(self.run(|c| async move {
@@ -298,7 +299,7 @@ impl AtpClient {
     #[wasm_bindgen(js_name = recvRaw, unchecked_return_type = "Promise<string[]>")]
     pub fn recv_raw(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "RecvOptions")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "RecvOptions")] options: JsValue,
     ) -> Result<Promise, JsValue> {
         let opts = recv_options(&options)?;
         Ok(self.run(|c| async move {
@@ -317,7 +318,7 @@ fn send_options(o: &JsValue) -> Result<SendOptions, JsValue> {
             .ok()
             .and_then(|s| s.as_string())
             .ok_or_else(|| invalid("payload must be JSON-serialisable"))?;
-        Some(serde_json::from_str(&text).map_err(|e| invalid(&format!("payload: {e}")))?)
+        Some(crate::canonical::parse_json(&text).map_err(|e| invalid(&format!("payload: {e}")))?)
     };
     let cc_value = field(o, "cc");
     let cc = if cc_value.is_undefined() || cc_value.is_null() {

@@ -44,7 +44,9 @@ pub(crate) fn error_text(e: &JsValue) -> String {
         }
         e.as_string()
     }
-    let mut text = one(e).unwrap_or_else(|| format!("{e:?}"));
+    let mut text = one(e)
+        .or_else(|| js_sys::JSON::stringify(e).ok().and_then(|s| s.as_string()))
+        .unwrap_or_else(|| "unknown error".into());
     if let Ok(cause) = Reflect::get(e, &JsValue::from_str("cause")) {
         if let Some(c) = one(&cause).filter(|c| !c.is_empty()) {
             text = format!("{text}: {c}");
@@ -79,7 +81,8 @@ impl HttpTransport for FetchIo {
         }
         set(&init, "headers", &headers);
         if !request.body.is_empty() {
-            set(&init, "body", &Uint8Array::from(request.body.as_slice()));
+            // An ArrayBuffer of exactly the body (every fetch accepts one; TypeScript's BodyInit too).
+            set(&init, "body", &Uint8Array::from(request.body.as_slice()).buffer());
         }
         let fail = |e: JsValue| HttpError(error_text(&e));
         let pending = fetch.call2(&JsValue::UNDEFINED, &JsValue::from_str(&request.url), &init).map_err(fail)?;

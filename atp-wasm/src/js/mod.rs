@@ -351,7 +351,7 @@ struct AtsEvaluation {
 pub fn evaluate_ats(
     record: &str,
     #[wasm_bindgen(js_name = sourceIp)] source_ip: &str,
-    #[wasm_bindgen(unchecked_param_type = "DnsLookup | DnsOptions")] dns: JsValue,
+    #[wasm_bindgen(unchecked_optional_param_type = "DnsLookup | DnsOptions")] dns: JsValue,
 ) -> Result<js_sys::Promise, JsValue> {
     use crate::records::ats::AtsResult;
     let ip: std::net::IpAddr = source_ip
@@ -386,7 +386,7 @@ pub fn dns_records(
     domain: &str,
     ip: &str,
     key: &str,
-    #[wasm_bindgen(unchecked_param_type = "{ selector?: string; port?: number }")] options: JsValue,
+    #[wasm_bindgen(unchecked_optional_param_type = "{ selector?: string; port?: number }")] options: JsValue,
 ) -> Result<Vec<String>, JsValue> {
     let d = crate::records::normalize_hostname(domain)
         .ok_or_else(|| invalid(&format!("'{}' is not a domain name", crate::records::clip(domain))))?;

@@ -440,6 +440,18 @@ fn endpoint(host: String, port: Option<u16>, alpn: &[String]) -> Endpoint {
     }
 }
 
+/// A stable insertion sort (`before` is a strict order). Discovery sorts a handful of records;
+/// `slice::sort` would add a few KB of wasm per element type to the npm package.
+fn sort_small<T>(v: &mut [T], before: impl Fn(&T, &T) -> bool) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && before(&v[j], &v[j - 1]) {
+            v.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+}
+
 /// Resolves one SVCB name, following aliases. `Ok(None)`: no records at the name itself.
 async fn resolve_svcb<R: Resolver>(
     resolver: &R,
@@ -454,7 +466,7 @@ async fn resolve_svcb<R: Resolver>(
         let mut services: Vec<&SvcbRecord> = records.iter().filter(|r| !r.is_alias()).collect();
         if !services.is_empty() {
             // RFC 9460 §2.4.1: when ServiceMode records exist, AliasMode records are ignored.
-            services.sort_by_key(|r| r.priority);
+            sort_small(&mut services, |a, b| a.priority < b.priority);
             let owner = if aliased { qname.as_str() } else { domain };
             return Ok(Some(
                 services
@@ -503,7 +515,7 @@ pub async fn discover<R: Resolver>(resolver: &R, domain: &str) -> Result<Vec<End
         }
     }
     let mut srv: Vec<SrvRecord> = resolver.srv(&srv_name(&domain)).await?;
-    srv.sort_by(|a, b| a.priority.cmp(&b.priority).then(b.weight.cmp(&a.weight)));
+    sort_small(&mut srv, |a, b| (a.priority, std::cmp::Reverse(a.weight)) < (b.priority, std::cmp::Reverse(b.weight)));
     let endpoints: Vec<Endpoint> = srv
         .into_iter()
         .filter_map(|s| {
