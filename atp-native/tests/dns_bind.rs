@@ -165,7 +165,9 @@ async fn delivers_with_real_dns_and_verified_certificates() {
     };
     assert_eq!(call(send("alice@alpha.test", "bob@beta.test", "pw-a", &alpha, "dns-1")).await.0, 202);
     assert_eq!(call(send("bob@beta.test", "alice@alpha.test", "pw-b", &beta, "dns-2")).await.0, 202);
-    for (s, agent, pw, nonce) in [(&beta, "bob@beta.test", "pw-b", "dns-1"), (&alpha, "alice@alpha.test", "pw-a", "dns-2")] {
+    for (s, agent, pw, nonce) in
+        [(&beta, "bob@beta.test", "pw-b", "dns-1"), (&alpha, "alice@alpha.test", "pw-a", "dns-2")]
+    {
         let got = eventually(20, || async {
             let (_, v) = call(inbox(s, agent, pw)).await;
             (v["count"] == 1).then_some(v)
