@@ -10,7 +10,8 @@
 //! explicit overrides and before DNS ([`crate::resolver::ServerResolver`]).
 //!
 //! Safety rails: only loopback endpoints are published or believed, an entry whose process is gone
-//! is ignored (and a server withdraws its entry on shutdown), and the directory is the user's own.
+//! is not used for answers, and the directory is the user's own. The entry of a stopped server
+//! stays, so that mail for its domain waits for it (a temporary failure) instead of bouncing.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -100,12 +101,11 @@ impl Registry {
         fs::rename(&tmp, self.path(&entry.domain))
     }
 
-    /// Removes the entry of `domain` if this process published it.
-    pub fn withdraw(&self, domain: &str) {
-        let path = self.path(domain);
-        if read(&path).is_some_and(|e| e.pid == std::process::id()) {
-            let _ = fs::remove_file(path);
-        }
+    /// Whether a server of `domain` ever published here (running or not): a stopped local server
+    /// is a temporary failure for its senders, not a reason to bounce.
+    pub fn known(&self, domain: &str) -> bool {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        read(&self.path(&domain)).is_some_and(|e| e.domain == domain && e.host.is_loopback())
     }
 
     /// The live entry of `domain`, if any.
@@ -164,7 +164,6 @@ mod tests {
         assert_eq!(reg.get("far.local"), None);
         assert!(Entry::for_listener("x.test", "192.0.2.1:7443".parse().unwrap(), atk).is_none());
 
-        reg.withdraw("alice.local");
-        assert!(!dir.path().join("registry/alice.local.json").exists());
+        assert!(reg.known("dead.local") && reg.known("alice.local") && !reg.known("bob.local"));
     }
 }

@@ -184,7 +184,19 @@ impl Resolver for ServerResolver {
         chain!(self, txt, name, self.registry_txt(name).into_iter().collect())
     }
     async fn svcb(&self, name: &str) -> Result<Vec<SvcbRecord>, DnsError> {
-        chain!(self, svcb, name, self.registry_svcb(name).into_iter().collect())
+        let found: Vec<SvcbRecord> =
+            async { chain!(self, svcb, name, self.registry_svcb(name).into_iter().collect()) }.await?;
+        // A local server that published here before and is stopped now: its mail waits (a
+        // temporary failure) rather than bouncing for lack of records.
+        if found.is_empty() {
+            let n = normalize_name(name);
+            if let (Some(reg), Some(RegistryName::Svcb(d))) = (&self.registry, registry_name(&n)) {
+                if reg.known(d) {
+                    return Err(DnsError::new(name, format!("the local server of {d} is not running")));
+                }
+            }
+        }
+        Ok(found)
     }
     async fn srv(&self, name: &str) -> Result<Vec<SrvRecord>, DnsError> {
         chain!(self, srv, name, Vec::new())
@@ -236,6 +248,10 @@ mod tests {
             let e = crate::registry::Entry::for_listener(d, "0.0.0.0:7443".parse().unwrap(), atk.clone()).unwrap();
             registry.publish(&e).unwrap();
         }
+        let mut stopped =
+            crate::registry::Entry::for_listener("stopped.local", "127.0.0.1:7445".parse().unwrap(), atk).unwrap();
+        stopped.pid = u32::MAX - 1;
+        registry.publish(&stopped).unwrap();
         let mut o = StaticResolver::new();
         o.add_txt("ats._atp.both.local", "v=atp1 allow=all");
         let r = ServerResolver { overrides: Some(o), registry: Some(registry), dns: None };
@@ -253,6 +269,10 @@ mod tests {
         assert_eq!(block(r.txt("ats._atp.both.local")).unwrap(), vec!["v=atp1 allow=all"]);
         // unknown names: no records (and no DNS configured here)
         assert!(block(r.svcb("_atp.bob.local")).unwrap().is_empty());
+        // a stopped local server: its mail waits (temporary failure) instead of bouncing
+        let e = block(r.svcb("_atp.stopped.local")).unwrap_err();
+        assert!(e.reason.contains("not running"), "{e}");
+        assert!(block(r.txt("ats._atp.stopped.local")).unwrap().is_empty());
         assert!(block(r.is_local_peer("alice.local")));
         assert!(!block(r.is_local_peer("bob.local")));
         // the registry's ATS record is one the core accepts

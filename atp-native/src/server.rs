@@ -79,7 +79,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     let listener =
         std::net::TcpListener::bind(s.listen).map_err(|source| ServerError::Bind { addr: s.listen, source })?;
     let local = listener.local_addr().unwrap_or(s.listen);
-    let registry = publish(&s, local, &signing_key);
+    publish(&s, local, &signing_key);
     let handle = axum_server::Handle::new();
     let signal_handle = handle.clone();
     tokio::spawn(async move {
@@ -115,9 +115,6 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
                 .await
         }
     };
-    if let Some(r) = registry {
-        r.withdraw(&s.domain);
-    }
     pruner.abort();
     delivery.abort();
     store.close().await;
@@ -127,20 +124,15 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
 
 /// Publishes this server in the local registry (zero-config discovery between servers of one home,
 /// [`crate::registry`]) when it listens on loopback or on every address.
-fn publish(s: &Settings, local: SocketAddr, key: &atp_wasm::keys::DomainKey) -> Option<Registry> {
+fn publish(s: &Settings, local: SocketAddr, key: &atp_wasm::keys::DomainKey) {
     if !s.local_registry || s.tls == TlsMode::Off {
-        return None;
+        return;
     }
     let atk =
         [(s.key_selector.clone(), atp_wasm::records::atk::AtkRecord::new(*key.public_key().as_bytes()).to_string())];
-    let entry = Entry::for_listener(&s.domain, local, atk.into_iter().collect())?;
-    let registry = Registry::new(s.home.registry_dir());
-    match registry.publish(&entry) {
-        Ok(()) => Some(registry),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not publish this server in the local registry");
-            None
-        }
+    let Some(entry) = Entry::for_listener(&s.domain, local, atk.into_iter().collect()) else { return };
+    if let Err(e) = Registry::new(s.home.registry_dir()).publish(&entry) {
+        tracing::warn!(error = %e, "could not publish this server in the local registry");
     }
 }
 

@@ -37,6 +37,7 @@ use atp_wasm::retry::{classify_status, Outcome, RetryPolicy};
 use atp_wasm::sign::sign_message;
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument;
 
 use crate::routes::AppState;
 use crate::store::queue::{Claimed, QueueOp};
@@ -215,24 +216,25 @@ impl Engine {
     /// One attempt for one row, then its settlement.
     async fn attempt(self: Arc<Self>, row: Claimed) {
         let span = tracing::info_span!("delivery", nonce = %row.nonce, to = %row.to_id, attempt = row.attempts + 1);
-        let _enter = span.enter();
-        drop(_enter);
-        let domain = row.dest_domain.clone();
-        let slots = self.slots(&domain);
-        let permit = slots.acquire_owned().await;
-        let now = SystemClock.now();
-        let op = match self.blocked_until(&domain) {
-            // The domain started backing off while this row waited: give it back untried.
-            Some(until) if until > now && permit.is_ok() => QueueOp::Release { id: row.id, next_at: until },
-            _ => {
-                let result = self.deliver(&row).await;
-                drop(permit);
-                self.settle(&row, result).await
+        let this = self.clone();
+        async move {
+            let domain = row.dest_domain.clone();
+            let permit = this.slots(&domain).acquire_owned().await;
+            let op = match this.blocked_until(&domain) {
+                // The domain started backing off while this row waited: give it back untried.
+                Some(until) if until > SystemClock.now() => QueueOp::Release { id: row.id, next_at: until },
+                _ => {
+                    let result = this.deliver(&row).await;
+                    drop(permit);
+                    this.settle(&row, result).await
+                }
+            };
+            if let Err(e) = this.st.store.queue(op).await {
+                tracing::error!(error = %e, "could not record the delivery outcome; the lease will expire");
             }
-        };
-        if let Err(e) = self.st.store.queue(op).await {
-            tracing::error!(parent: &span, error = %e, "could not record the delivery outcome; the lease will expire");
         }
+        .instrument(span)
+        .await;
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.wake.notify_one();
     }

@@ -191,6 +191,8 @@ struct Shared {
     filler: String,
     measuring: AtomicBool,
     stop: AtomicBool,
+    /// Every worker has finished (its last answer is counted).
+    done: AtomicBool,
     printed_errors: AtomicU32,
     run_id: u64,
 }
@@ -307,7 +309,7 @@ async fn collect(
             }
         }
         after = v["last_id"].as_i64().unwrap_or(after);
-        if shared.stop.load(Ordering::Relaxed) {
+        if shared.done.load(Ordering::Acquire) {
             let deadline = *stop_at.get_or_insert_with(|| Instant::now() + drain);
             if out.latencies_us.len() as u64 >= shared.accepted.load(Ordering::Relaxed) || Instant::now() > deadline {
                 return Ok(out);
@@ -329,6 +331,7 @@ async fn run_level(args: &Args, base: &Arc<Shared>, concurrency: usize) -> Resul
         filler: base.filler.clone(),
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        done: AtomicBool::new(false),
         printed_errors: AtomicU32::new(0),
         run_id: base.run_id ^ (concurrency as u64) << 32,
     });
@@ -359,6 +362,7 @@ async fn run_level(args: &Args, base: &Arc<Shared>, concurrency: usize) -> Resul
     }
     lat.sort_unstable();
     let ok = lat.len() as u64;
+    shared.done.store(true, Ordering::Release);
     if let Some(c) = collector {
         let a = c.await.map_err(|e| e.to_string())??;
         let mut e2e: Vec<u32> = a.latencies_us.iter().map(|&u| u.min(u32::MAX as u64) as u32).collect();
@@ -419,6 +423,7 @@ async fn main() -> Result<(), Error> {
         filler: "x".repeat(args.body_size),
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        done: AtomicBool::new(false),
         printed_errors: AtomicU32::new(0),
         run_id: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
     });
