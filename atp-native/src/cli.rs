@@ -363,6 +363,37 @@ pub struct StartArgs {
     /// Log filter: DEBUG|INFO|WARNING|ERROR, or tracing env-filter syntax (e.g. `atp=debug`) [default: info].
     #[arg(long, env = "ATP_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Discovery overrides in the reference's `peers.toml` format (quoted domain tables with `host`,
+    /// `port`, `ip_addresses`). Also `peers_file` with `local_mode = true` in config.toml.
+    #[arg(long = "peers", env = "ATP_PEERS", value_name = "FILE")]
+    pub peers: Option<PathBuf>,
+    /// TXT overrides in the reference's `dns_override.toml` format (quoted name tables with `record`).
+    /// Also `dns_override_file` with `local_mode = true` in config.toml.
+    #[arg(long = "dns-override", env = "ATP_DNS_OVERRIDE", value_name = "FILE")]
+    pub dns_override: Option<PathBuf>,
+    /// Ask this DNS server (IP:PORT, UDP and TCP) instead of the system's resolvers.
+    #[arg(long, env = "ATP_DNS_SERVER", value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Don't publish this server in, or discover peers through, the per-user local registry
+    /// (`<home>/registry/`, loopback servers only).
+    #[arg(long, env = "ATP_NO_LOCAL_REGISTRY")]
+    pub no_local_registry: bool,
+    /// Skip certificate verification for every outbound transfer (local peers are never verified).
+    #[arg(long, env = "ATP_NO_VERIFY_PEERS")]
+    pub no_verify_peers: bool,
+    /// Extra trusted root certificate (PEM) for outbound transfers, e.g. a test CA.
+    #[arg(long, env = "ATP_PEER_CA", value_name = "FILE")]
+    pub peer_ca: Option<PathBuf>,
+    /// Seconds before the first retry of a failed transfer; doubles up to --retry-cap [default: 30].
+    /// Also `[delivery] retry_base`.
+    #[arg(long, env = "ATP_RETRY_BASE", value_name = "SECS")]
+    pub retry_base: Option<u64>,
+    /// Longest wait between retries [default: 3600]. Also `[delivery] retry_cap`.
+    #[arg(long, env = "ATP_RETRY_CAP", value_name = "SECS")]
+    pub retry_cap: Option<u64>,
+    /// Age after which an undelivered message bounces [default: 345600 = 4 days]. Also `[delivery] max_age`.
+    #[arg(long, env = "ATP_MAX_AGE", value_name = "SECS")]
+    pub max_age: Option<u64>,
 }
 
 #[cfg(test)]

@@ -49,6 +49,11 @@ impl Home {
         self.root.join("data")
     }
 
+    /// The local registry of running servers ([`crate::registry`]).
+    pub fn registry_dir(&self) -> PathBuf {
+        self.root.join("registry")
+    }
+
     /// The SQLite database of one domain's server: `data/<domain>.db`.
     pub fn db_path(&self, domain: &str) -> PathBuf {
         self.data_dir().join(format!("{domain}.db"))

@@ -6,7 +6,10 @@
 //! | [`config`] | `config.toml` and the effective settings (flags > `ATP_*` > file > defaults) |
 //! | [`home`] | the `~/.atp` layout and the domain key |
 //! | [`tls`] | TLS 1.3 with ALPN, the self-signed certificate |
-//! | [`resolver`] | DNS for the core: the local overrides (`peers.toml`, `dns_override.toml`) |
+//! | [`resolver`] | DNS for the core: overrides (`peers.toml`, `dns_override.toml`), registry, DNS |
+//! | [`dns`] | real DNS through hickory, cached |
+//! | [`registry`] | the per-user registry of running local servers (zero-config discovery) |
+//! | [`delivery`] | the outbound queue: signing, discovery, transfer, retries, bounces |
 //! | [`store`] | SQLite: schema, migrations, group-commit writer |
 //! | [`credentials`] | argon2id hashes and the verified-credential cache |
 //! | [`routes`] | the HTTP API of protocol.md §6 |
@@ -21,9 +24,12 @@ mod client;
 mod commands;
 mod config;
 mod credentials;
+mod delivery;
+mod dns;
 mod error;
 mod home;
 mod metrics;
+mod registry;
 mod resolver;
 mod routes;
 mod server;

@@ -7,6 +7,7 @@
 //! holding it was committed. Its dedup row `(sender domain, nonce, content hash)` is written in the
 //! same transaction; [`DedupStore`] reads it back for the core's pipeline.
 
+pub mod queue;
 pub mod schema;
 pub mod writer;
 
@@ -19,6 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use crate::metrics::QueueCounts;
+use queue::{Claimed, QueueOp, QueueResult};
 use writer::Write;
 
 /// Read connections kept open.
@@ -37,6 +39,10 @@ pub enum DbError {
     WriterGone,
     #[error("database task failed: {0}")]
     Task(String),
+    #[error("{0} is in use by another atp server (one server per domain and home)")]
+    Locked(PathBuf),
+    #[error("{path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
 }
 
 /// `messages.status` (protocol.md §8.1). The delivery engine moves `Queued` rows.
@@ -109,11 +115,25 @@ pub struct Store {
     readers: Arc<Mutex<Vec<Connection>>>,
     known_agents: Arc<RwLock<HashSet<String>>>,
     path: PathBuf,
+    /// Held (locked) while the store is open: one process per database.
+    _lock: Arc<std::fs::File>,
 }
 
 impl Store {
     /// Opens (creating and migrating) the database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, DbError> {
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| DbError::Lock { path: lock_path.clone(), source })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(DbError::Locked(path.to_owned())),
+            Err(std::fs::TryLockError::Error(source)) => return Err(DbError::Lock { path: lock_path, source }),
+        }
         let mut conn = schema::connect(path)?;
         schema::migrate(&mut conn)?;
         let readers = (0..READERS).map(|_| schema::connect(path)).collect::<Result<Vec<_>, _>>()?;
@@ -127,6 +147,7 @@ impl Store {
             readers: Arc::new(Mutex::new(readers)),
             known_agents: Arc::default(),
             path: path.to_owned(),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -163,6 +184,41 @@ impl Store {
     /// Stores a message durably (committed before this returns), with its dedup row.
     pub async fn insert_message(&self, m: NewMessage) -> Result<Stored, DbError> {
         self.write(|reply| Write::Message(m, reply)).await
+    }
+
+    /// Applies a transition of the outbound queue ([`queue`]); returns the rows it changed.
+    pub async fn queue(&self, op: QueueOp) -> Result<usize, DbError> {
+        match self.write(|reply| Write::Queue(op, reply)).await? {
+            QueueResult::Changed(n) => Ok(n),
+            QueueResult::Claimed(rows) => Ok(rows.len()),
+        }
+    }
+
+    /// Leases due rows for delivery ([`QueueOp::Claim`]).
+    pub async fn claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+        blocked: Vec<String>,
+    ) -> Result<Vec<Claimed>, DbError> {
+        match self.write(|reply| Write::Queue(QueueOp::Claim { now, lease_until, limit, blocked }, reply)).await? {
+            QueueResult::Claimed(rows) => Ok(rows),
+            QueueResult::Changed(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The earliest due time among waiting rows (the engine sleeps until then).
+    pub async fn next_due(&self) -> Result<Option<i64>, DbError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM messages WHERE status IN ('queued', 'failed')
+                 UNION ALL SELECT min(lease_until) FROM messages WHERE status = 'delivering')",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     /// Registers an agent; false if the id is taken.

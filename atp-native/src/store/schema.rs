@@ -44,6 +44,11 @@ CREATE TABLE dedup(
     PRIMARY KEY(sender_domain, nonce)
 ) WITHOUT ROWID;
 CREATE INDEX dedup_age ON dedup(accepted_at);
+"#, r#"
+-- The delivery engine schedules per destination domain (design.md §3).
+ALTER TABLE messages ADD COLUMN dest_domain TEXT;
+UPDATE messages SET dest_domain = lower(substr(to_id, instr(to_id, '@') + 1)) WHERE status <> 'delivered';
+CREATE INDEX messages_dest ON messages(dest_domain, status);
 "#];
 
 /// Opens a connection with the server's settings.
