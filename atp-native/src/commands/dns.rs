@@ -10,9 +10,6 @@
 //! missing, invalid, a lookup error, or a warning (which does not fail the check). It is generic
 //! over the resolver, so tests run it on a [`atp_wasm::env::StaticResolver`].
 
-// Until `dns check` is wired to the real resolver (next commit), the checker is used by tests only.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -294,13 +291,11 @@ pub async fn check_and_report<R: Resolver>(resolver: &R, a: &DnsCheckArgs, domai
     Ok(())
 }
 
-/// `atp dns check`.
+/// `atp dns check`: real DNS ([`crate::dns::DnsResolver`]), the system's resolvers or `--dns-server`.
 pub async fn check_command(a: DnsCheckArgs) -> Result<(), CmdError> {
     let domain = domain_arg(&a.domain)?;
-    // TODO(dns wiring): run `check_and_report` with the hickory resolver of `crate::dns` (built from
-    // `a.dns_server`) once atp-native/src/dns.rs is on this branch.
-    let _ = (&domain, a.dns_server);
-    Err(CmdError::Usage("dns check: this build has no DNS resolver yet".into()))
+    let resolver = crate::dns::DnsResolver::new(a.dns_server)?;
+    check_and_report(&resolver, &a, &domain).await
 }
 
 #[cfg(test)]

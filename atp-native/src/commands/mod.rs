@@ -40,6 +40,8 @@ pub enum CmdError {
     Home(#[from] HomeError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsSetupError),
     /// The command line or the configuration does not say enough.
     #[error("{0}")]
     Usage(String),
