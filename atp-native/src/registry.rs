@@ -62,11 +62,14 @@ impl Entry {
     }
 }
 
+/// Entries read recently (domain → when read, what was found).
+type ReadCache = Arc<Mutex<BTreeMap<String, (Instant, Option<Entry>)>>>;
+
 /// The registry directory, with a short-lived read cache.
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
-    cache: Arc<Mutex<BTreeMap<String, (Instant, Option<Entry>)>>>,
+    cache: ReadCache,
 }
 
 /// Whether process `pid` is running (it may belong to another user: EPERM still means alive).

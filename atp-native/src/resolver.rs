@@ -215,7 +215,8 @@ mod tests {
         )
         .unwrap();
         std::fs::write(&dns, "[\"ats._atp.beta.test\"]\nrecord = \"v=atp1 allow=all\"\n").unwrap();
-        let r = ServerResolver { overrides: Some(load_overrides(Some(&peers), Some(&dns)).unwrap()), ..Default::default() };
+        let r =
+            ServerResolver { overrides: Some(load_overrides(Some(&peers), Some(&dns)).unwrap()), ..Default::default() };
         assert_eq!(block(r.txt("ATS._atp.beta.test.")).unwrap(), vec!["v=atp1 allow=all"]);
         assert!(block(r.txt("ats._atp.gamma.test")).unwrap().is_empty());
         let svcb = block(r.svcb("_atp.beta.test")).unwrap();

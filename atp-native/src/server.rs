@@ -12,9 +12,9 @@ use atp_wasm::pipeline::InboundConfig;
 
 use crate::config::{Settings, TlsMode};
 use crate::credentials::CredentialCache;
-use crate::metrics::Metrics;
 use crate::delivery::transport::Transport;
 use crate::delivery::Engine;
+use crate::metrics::Metrics;
 use crate::registry::{Entry, Registry};
 use crate::resolver::ServerResolver;
 use crate::routes::{self, AppState};
@@ -131,7 +131,8 @@ fn publish(s: &Settings, local: SocketAddr, key: &atp_wasm::keys::DomainKey) -> 
     if !s.local_registry || s.tls == TlsMode::Off {
         return None;
     }
-    let atk = [(s.key_selector.clone(), atp_wasm::records::atk::AtkRecord::new(*key.public_key().as_bytes()).to_string())];
+    let atk =
+        [(s.key_selector.clone(), atp_wasm::records::atk::AtkRecord::new(*key.public_key().as_bytes()).to_string())];
     let entry = Entry::for_listener(&s.domain, local, atk.into_iter().collect())?;
     let registry = Registry::new(s.home.registry_dir());
     match registry.publish(&entry) {

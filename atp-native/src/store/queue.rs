@@ -92,24 +92,27 @@ pub fn apply(c: &Connection, op: QueueOp) -> rusqlite::Result<QueueResult> {
             claimed.sort_by_key(|c| c.id);
             return Ok(QueueResult::Claimed(claimed));
         }
-        QueueOp::Delivered { id, now } => c.prepare_cached(
-            "UPDATE messages SET status = 'delivered', attempts = attempts + 1, lease_until = NULL,
+        QueueOp::Delivered { id, now } => c
+            .prepare_cached(
+                "UPDATE messages SET status = 'delivered', attempts = attempts + 1, lease_until = NULL,
                     next_attempt_at = NULL, last_error = NULL, updated_at = ?2
              WHERE id = ?1 AND status = 'delivering'",
-        )?
-        .execute(params![id, now])?,
-        QueueOp::Retry { id, now, next_at, error } => c.prepare_cached(
-            "UPDATE messages SET status = 'failed', attempts = attempts + 1, lease_until = NULL,
+            )?
+            .execute(params![id, now])?,
+        QueueOp::Retry { id, now, next_at, error } => c
+            .prepare_cached(
+                "UPDATE messages SET status = 'failed', attempts = attempts + 1, lease_until = NULL,
                     next_attempt_at = ?3, last_error = ?4, updated_at = ?2
              WHERE id = ?1 AND status = 'delivering'",
-        )?
-        .execute(params![id, now, next_at, error])?,
-        QueueOp::Release { id, next_at } => c.prepare_cached(
-            "UPDATE messages SET status = CASE WHEN attempts = 0 THEN 'queued' ELSE 'failed' END,
+            )?
+            .execute(params![id, now, next_at, error])?,
+        QueueOp::Release { id, next_at } => c
+            .prepare_cached(
+                "UPDATE messages SET status = CASE WHEN attempts = 0 THEN 'queued' ELSE 'failed' END,
                     lease_until = NULL, next_attempt_at = ?2
              WHERE id = ?1 AND status = 'delivering'",
-        )?
-        .execute(params![id, next_at])?,
+            )?
+            .execute(params![id, next_at])?,
         QueueOp::Bounce { id, now, error, notice } => {
             let n = c
                 .prepare_cached(
