@@ -438,4 +438,54 @@ mod tests {
         assert!(Cli::try_parse_from(["atp", "server", "start", "--cert", "c.pem"]).is_err(), "--cert needs --key");
         assert!(Cli::try_parse_from(["atp", "server", "start", "--registration", "maybe"]).is_err());
     }
+
+    #[test]
+    fn parses_the_client_commands() {
+        let recv = |extra: &[&str]| {
+            let mut a = vec!["atp", "recv", "--server", "x.test"];
+            a.extend_from_slice(extra);
+            match Cli::try_parse_from(a).map(|c| c.command) {
+                Ok(Command::Recv(r)) => Ok(r),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        let r = recv(&["--wait", "--limit", "5"]).unwrap();
+        assert_eq!((r.wait, r.limit, r.output), (Some(30), 5, Output::Json), "--wait alone is the reference's 30 s");
+        assert_eq!(recv(&["--wait", "7"]).unwrap().wait, Some(7));
+        assert_eq!(recv(&[]).unwrap().wait, None);
+        assert!(recv(&["--follow", "--wait", "3"]).is_err());
+        assert!(recv(&["--limit", "0"]).is_err());
+
+        let send = Cli::try_parse_from([
+            "atp",
+            "send",
+            "bob",
+            "--server",
+            "x.test",
+            "--cc",
+            "a,b@c.test",
+            "--cc",
+            "d",
+            "-b",
+            "hi",
+            "-P",
+            "pw",
+        ])
+        .unwrap();
+        let Command::Send(s) = send.command else { panic!("not send") };
+        assert_eq!(s.cc, ["a", "b@c.test", "d"]);
+        assert_eq!((s.body.as_deref(), s.password.as_deref()), (Some("hi"), Some("pw")));
+        assert!(
+            Cli::try_parse_from(["atp", "send", "bob", "--server", "x", "-p", "f.json", "-b", "hi"]).is_err(),
+            "--payload replaces --body"
+        );
+        let reg = Cli::try_parse_from(["atp", "agent", "register", "alice", "--server", "x", "-p", "pw"]).unwrap();
+        let Command::Agent { action: AgentAction::Register(r) } = reg.command else { panic!("not register") };
+        assert_eq!((r.name.as_str(), r.password.as_deref(), r.output), ("alice", Some("pw"), Output::Text));
+        assert!(
+            Cli::try_parse_from(["atp", "inspect", "n", "--server", "x"]).is_err(),
+            "inspect needs the admin token"
+        );
+    }
 }
