@@ -57,6 +57,9 @@ pub enum ClientError {
     /// The answer is not what the protocol says.
     #[error("unexpected answer from {server} (HTTP {status}): {reason}")]
     BadResponse { server: String, status: u16, reason: String },
+    /// The sender or reader is not an agent of the server it talks to.
+    #[error("{flag} {id} is not an agent of this server ({domain}); use the server of {id}'s domain")]
+    NotLocal { flag: String, id: String, domain: String },
     /// A name is not an agent id.
     #[error("invalid agent id {input:?}: {source}")]
     BadAgentId { input: String, source: IdentityError },
@@ -252,13 +255,15 @@ impl Client {
         let result = match self.insecure.get() {
             Some(insecure) => attempt(insecure).await,
             None => match attempt(&self.verified).await {
-                Err(e) if certificate_problem(&e).is_some() => {
-                    let reason = certificate_problem(&e).unwrap_or_default();
-                    self.accept_untrusted(&reason)?;
-                    let insecure = build(builder().danger_accept_invalid_certs(true), &self.url)?;
-                    attempt(self.insecure.get_or_init(|| insecure)).await
-                }
-                other => other,
+                Err(e) => match certificate_problem(&e) {
+                    Some(reason) => {
+                        self.accept_untrusted(&reason)?;
+                        let insecure = build(builder().danger_accept_invalid_certs(true), &self.url)?;
+                        attempt(self.insecure.get_or_init(|| insecure)).await
+                    }
+                    None => Err(e),
+                },
+                ok => ok,
             },
         };
         let resp = result.map_err(|e| self.connect_error(&e))?;
@@ -313,6 +318,18 @@ impl Client {
     pub async fn complete(&self, name: &str) -> Result<AgentId, ClientError> {
         let domain = if name.contains('@') { String::new() } else { self.domain().await? };
         complete_with(name, &domain)
+    }
+
+    /// `name` as one of this server's agents: completed like [`Client::complete`], and refused
+    /// when its domain is not the server's (the server would take the message for a transfer from
+    /// another server and refuse it with a confusing signature error).
+    pub async fn local_agent(&self, name: &str, flag: &str) -> Result<AgentId, ClientError> {
+        let domain = self.domain().await?;
+        let id = complete_with(name, &domain)?;
+        if id.domain() != domain {
+            return Err(ClientError::NotLocal { flag: flag.to_owned(), id: id.to_string(), domain });
+        }
+        Ok(id)
     }
 
     /// Asks whether to continue without verification (stdin a terminal), else fails.

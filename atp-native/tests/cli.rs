@@ -268,6 +268,12 @@ fn error_paths_fail_with_one_line() {
         .fails(&args(&["agent", "register", "dave@beta.test"], &srv, &["-p", "pw"]))
         .contains("Cannot register agent for domain 'beta.test'"));
     assert!(u.fails(&args(&["agent", "register", "bad name"], &srv, &["-p", "pw"])).contains("invalid agent id"));
+    // a sender or reader of another domain: refused before anything is sent
+    let e = u.fails(&args(&["send", "bob", "--from", "alice@beta.test", "-P", "pw"], &srv, &["--output", "text"]));
+    assert_eq!(e, "error: --from alice@beta.test is not an agent of this server (alpha.test); use the server of alice@beta.test's domain");
+    assert!(u
+        .fails(&args(&["recv", "--agent-id", "bob@beta.test", "-P", "pw"], &srv, &["--output", "text"]))
+        .contains("not an agent of this server"));
     // no password and stdin not a terminal
     assert!(u.fails(&args(&["agent", "register", "carol"], &srv, &[])).contains("--password"));
     assert!(u.fails(&args(&["send", "bob", "--from", "alice"], &srv, &["--output", "text"])).contains("--password"));

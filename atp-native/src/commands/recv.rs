@@ -94,7 +94,7 @@ pub async fn recv(a: RecvArgs) -> Result<(), CmdError> {
     let home = home(&a.home);
     let name = default_agent(&home, a.agent_id.clone(), "--agent-id")?;
     let client = connect(&a.server)?;
-    let id = client.complete(&name).await?.to_string();
+    let id = client.local_agent(&name, "--agent-id").await?.to_string();
     let auth = Auth::Basic(id.clone(), password(a.password, &id)?);
     let cursors = Cursors::new(&home);
     let server = client.url.base();

@@ -23,7 +23,7 @@ pub async fn send(a: SendArgs) -> Result<(), CmdError> {
     let from_name = default_agent(&home, a.from.clone(), "--from")?;
     let payload = payload(a.payload.as_deref(), a.body.as_deref(), a.subject.as_deref())?;
     let client = connect(&a.server)?;
-    let from = client.complete(&from_name).await?;
+    let from = client.local_agent(&from_name, "--from").await?;
     let to = client.complete(&a.to).await?;
     let mut cc = Vec::new();
     for c in a.cc.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
