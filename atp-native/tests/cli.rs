@@ -406,6 +406,11 @@ fn recv_wait_and_follow() {
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // --follow prints each new message as it comes (text lines; JSON would be one object per line)
+    let cursors = std::fs::read_to_string(u.atp_home().join("cursors.json")).unwrap();
+    let before_follow = serde_json::from_str::<Value>(&cursors).unwrap()[format!("https://{}", s.addr())]
+        ["bob@alpha.test"]
+        .as_i64()
+        .unwrap();
     let mut f = recv.clone();
     f.extend(["--follow", "--output", "text"]);
     let mut child = u.command().args(&f).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
@@ -421,6 +426,17 @@ fn recv_wait_and_follow() {
         assert_eq!(line, *expected.last().unwrap());
     }
     assert!(child.try_wait().unwrap().is_none(), "still following");
+    // A line is printed before the cursor is saved (a message killed in between is shown again,
+    // never lost): wait for the save of the second one before stopping the process.
+    let cursor = || -> i64 {
+        let text = std::fs::read_to_string(u.atp_home().join("cursors.json")).unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        v[format!("https://{}", s.addr())]["bob@alpha.test"].as_i64().unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cursor() < before_follow + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Command::new("kill").arg(child.id().to_string()).status().unwrap();
     child.wait().unwrap();
     // the cursor moved past what --follow printed
