@@ -227,6 +227,41 @@ mod tests {
     }
 
     #[test]
+    fn overrides_then_registry_then_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path().join("registry"));
+        let atk: std::collections::BTreeMap<String, String> =
+            [("default".to_string(), "v=atp1 k=ed25519 p=REG".to_string())].into_iter().collect();
+        for d in ["alice.local", "both.local"] {
+            let e = crate::registry::Entry::for_listener(d, "0.0.0.0:7443".parse().unwrap(), atk.clone()).unwrap();
+            registry.publish(&e).unwrap();
+        }
+        let mut o = StaticResolver::new();
+        o.add_txt("ats._atp.both.local", "v=atp1 allow=all");
+        let r = ServerResolver { overrides: Some(o), registry: Some(registry), dns: None };
+        // the registry answers what DNS would: SVCB, ATS, ATK, addresses
+        let svcb = block(r.svcb("_atp.alice.local.")).unwrap();
+        assert_eq!((svcb[0].target.as_str(), svcb[0].port), ("127.0.0.1", Some(7443)));
+        assert_eq!(
+            block(r.txt("ats._atp.alice.local")).unwrap(),
+            vec!["v=atp1 allow=ip:127.0.0.1 allow=ip:::1 deny=all"]
+        );
+        assert_eq!(block(r.txt("default.atk._atp.alice.local")).unwrap(), vec!["v=atp1 k=ed25519 p=REG"]);
+        assert!(block(r.txt("other.atk._atp.alice.local")).unwrap().is_empty());
+        assert_eq!(block(r.ip_addrs("alice.local")).unwrap(), vec![IpAddr::from([127, 0, 0, 1])]);
+        // explicit overrides win
+        assert_eq!(block(r.txt("ats._atp.both.local")).unwrap(), vec!["v=atp1 allow=all"]);
+        // unknown names: no records (and no DNS configured here)
+        assert!(block(r.svcb("_atp.bob.local")).unwrap().is_empty());
+        assert!(block(r.is_local_peer("alice.local")));
+        assert!(!block(r.is_local_peer("bob.local")));
+        // the registry's ATS record is one the core accepts
+        let ats = atp_wasm::records::ats::AtsPolicy::parse("v=atp1 allow=ip:127.0.0.1 allow=ip:::1 deny=all").unwrap();
+        assert!(block(ats.evaluate("::1".parse().unwrap(), &r)).to_rejection().is_none());
+        assert!(block(ats.evaluate("10.0.0.1".parse().unwrap(), &r)).to_rejection().is_some());
+    }
+
+    #[test]
     fn bad_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.toml");

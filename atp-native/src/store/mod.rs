@@ -414,6 +414,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn queue_transitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.test.db")).unwrap();
+        assert!(matches!(Store::open(&dir.path().join("a.test.db")), Err(DbError::Locked(_))), "one process");
+        for (n, to) in [("q1", "z@b.test"), ("q2", "y@c.test"), ("q3", "x@B.Test")] {
+            let mut m = msg(n, 1, to);
+            m.status = Status::Queued;
+            store.insert_message(m).await.unwrap();
+        }
+        // c.test is backing off: only b.test rows are leased
+        let rows = store.claim(100, 400, 10, vec!["c.test".into()]).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.nonce.as_str()).collect::<Vec<_>>(), ["q1", "q3"]);
+        assert_eq!(rows[1].dest_domain, "b.test");
+        assert!(store.claim(100, 400, 10, vec!["c.test".into()]).await.unwrap().is_empty(), "leased");
+        // a lease that ran out is claimable again
+        let again = store.claim(401, 700, 10, vec!["c.test".into()]).await.unwrap();
+        assert_eq!(again.len(), 2);
+        let (q1, q3) = (again[0].id, again[1].id);
+        assert_eq!(
+            store.queue(QueueOp::Retry { id: q1, now: 402, next_at: 500, error: "451: down".into() }).await.unwrap(),
+            1
+        );
+        assert_eq!(store.queue(QueueOp::Delivered { id: q3, now: 402 }).await.unwrap(), 1);
+        assert_eq!(store.queue(QueueOp::Delivered { id: q3, now: 403 }).await.unwrap(), 0, "settled once");
+        let info = store.inspect("q1").await.unwrap().unwrap();
+        assert_eq!((info.status.as_str(), info.attempts, info.next_attempt_at), ("failed", 1, Some(500)));
+        assert_eq!(info.error.as_deref(), Some("451: down"));
+        assert_eq!(store.next_due().await.unwrap(), Some(100), "q2 (c.test) is due");
+        // the domain answers again: its waiting rows are due now
+        assert_eq!(store.queue(QueueOp::Wake { domain: "b.test".into(), now: 410 }).await.unwrap(), 1);
+        let q1 = store.claim(410, 700, 10, vec!["c.test".into()]).await.unwrap();
+        assert_eq!(q1.len(), 1);
+        // a bounce marks the row and stores the notice in one transaction
+        let mut notice = msg("notice-1", 9, "x@a.test");
+        notice.sender_domain = "a.test".into();
+        let op =
+            QueueOp::Bounce { id: q1[0].id, now: 411, error: "550 5.7.26: denied".into(), notice: Box::new(notice) };
+        assert_eq!(store.queue(op).await.unwrap(), 1);
+        assert_eq!(store.inspect("q1").await.unwrap().unwrap().status, "bounced");
+        assert_eq!(store.inbox("x@a.test", 0, 10).await.unwrap().len(), 1);
+        // a crash mid-attempt: at start-up every leased row is released
+        let q2 = store.claim(420, 720, 10, vec![]).await.unwrap();
+        assert_eq!(q2.len(), 1);
+        assert_eq!(store.queue(QueueOp::Recover { now: 430 }).await.unwrap(), 1);
+        let info = store.inspect("q2").await.unwrap().unwrap();
+        assert_eq!((info.status.as_str(), info.next_attempt_at), ("queued", Some(430)));
+        assert_eq!(store.queue(QueueOp::Release { id: q2[0].id, next_at: 1 }).await.unwrap(), 0, "not leased");
+    }
+
+    #[tokio::test]
     async fn queued_rows_are_due_now() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.test.db")).unwrap();
