@@ -15,6 +15,9 @@ use crate::home::Home;
 /// `config.toml` (protocol.md §8.8); unknown keys are ignored, as the reference does.
 #[derive(Debug, Default, Deserialize)]
 pub struct FileConfig {
+    /// The default agent of the command line: `--from` of `send`, `--agent-id` of `recv`
+    /// (protocol.md §8.8). A name without `@` is completed with the server's domain.
+    pub agent_id: Option<String>,
     /// Use `peers_file` / `dns_override_file` (protocol.md §8.9).
     #[serde(default)]
     pub local_mode: bool,
@@ -185,7 +188,7 @@ impl Settings {
             return Err(ConfigError::BadMaxSize(max_message_size));
         }
         let key_selector = file.key_selector.unwrap_or_else(|| "default".into());
-        if atp_wasm::identity::validate_domain(&key_selector).is_err() || key_selector.contains('.') {
+        if !crate::home::is_selector(&key_selector) {
             return Err(ConfigError::BadSelector(key_selector));
         }
         let d = file.delivery;
@@ -266,6 +269,7 @@ mod tests {
         assert!(s.local_mode);
         assert_eq!(s.key_selector, "k2");
         assert_eq!(s.registration, Registration::Open);
+        assert_eq!(file("agent_id = \"alice\"\n").agent_id.as_deref(), Some("alice"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `atp`: the Agent Transfer Protocol server (design.md §1 "atp-native").
+//! `atp`: the Agent Transfer Protocol server and its command-line client (design.md §1 "atp-native").
 //!
 //! | module | holds |
 //! |---|---|
@@ -16,8 +16,12 @@
 //! | [`error`] | the one place where a rejection becomes an HTTP response |
 //! | [`metrics`] | counters for `/stats` and Prometheus `/metrics` |
 //! | [`server`] | start-up, serving, graceful shutdown |
+//! | [`client`] | the client side: `--server` parsing, HTTP with TLS verification, name completion |
+//! | [`commands`] | the client commands: `agent`, `send`, `recv`, `keys`, `status`, `inspect`, `dns` |
 
 mod cli;
+mod client;
+mod commands;
 mod config;
 mod credentials;
 mod delivery;
@@ -61,6 +65,7 @@ fn main() -> std::process::ExitCode {
                 Err(e) => fail(e),
             }
         }
+        client_command => commands::run(client_command),
     }
 }
 

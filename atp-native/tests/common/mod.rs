@@ -91,7 +91,10 @@ impl Server {
     pub fn command(o: &Options, home: &Path, port: u16) -> Command {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("server.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_atp"));
-        cmd.args(["server", "start", "--host", "127.0.0.1", "--home"]).arg(home);
+        cmd.args(["server", "start", "--home"]).arg(home);
+        if !o.args.iter().any(|a| a == "--host") {
+            cmd.args(["--host", "127.0.0.1"]);
+        }
         if o.flags {
             cmd.args(["--domain", &o.domain, "--port", &port.to_string()]);
         }
