@@ -284,3 +284,22 @@ async fn kill_9_mid_delivery_strands_nothing() {
     }
     assert!(alpha.log().contains("released messages a previous run was delivering"), "{}", alpha.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_the_maximum_age_bounces() {
+    // beta never comes up; alpha gives up after 3 s
+    let beta_port = free_port();
+    let home = tempfile::tempdir().unwrap();
+    seed_key(home.path(), 1);
+    let o = alpha_options(beta_port, home.path()).arg("--max-age").arg("3");
+    let alpha = Server::start_in(o, home, free_port());
+    register(&alpha, "alice@alpha.test", "alice-pw").await;
+    submit(&alpha, &message("old-1", json!({"body": "too late"}))).await;
+    let v = wait_status(&alpha, "old-1", "bounced", 30).await;
+    assert!(v["retry_count"].as_i64().unwrap() >= 2, "retried before giving up: {v}");
+    assert!(v["last_error"].as_str().unwrap().starts_with("554 5.4.7: undeliverable for 3 s"), "{v}");
+    let notices = inbox(&alpha, "alice@alpha.test", "alice-pw").await;
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0]["payload"]["error_code"], "554 5.4.7");
+    assert!(notices[0]["payload"]["error"].as_str().unwrap().contains("last error: "), "{}", notices[0]);
+}
