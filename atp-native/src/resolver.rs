@@ -112,7 +112,16 @@ impl ServerResolver {
         Ok(ServerResolver {
             overrides,
             registry: s.local_registry.then(|| Registry::new(s.home.registry_dir())),
-            dns: Some(DnsResolver::new(s.dns_server)?),
+            dns: match DnsResolver::new(s.dns_server) {
+                Ok(d) => Some(d),
+                // No usable system configuration (e.g. a container without /etc/resolv.conf): the
+                // server still runs, with the overrides and the local registry only.
+                Err(e) if s.dns_server.is_none() => {
+                    tracing::warn!(error = %e, "no system DNS configuration: only local discovery works");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
         })
     }
 
