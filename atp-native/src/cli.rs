@@ -1,15 +1,17 @@
-//! The command line (protocol.md §9: the reference's `atp server start` and its options, plus
-//! `--registration`, `--home` and `--log-level` filters).
+//! The command line (protocol.md §9): `atp server start` with the reference's options plus
+//! `--registration`, `--home` and `--log-level` filters, and the client commands `agent`, `send`,
+//! `recv`, `keys`, `status`, `inspect` and `dns` (run by [`crate::commands`]).
 //!
-//! Every option is optional here: [`crate::config::Settings::resolve`] applies the precedence
-//! flags > environment (`ATP_*`, read by clap) > `config.toml` > defaults (design.md §6).
+//! Every server option is optional here: [`crate::config::Settings::resolve`] applies the
+//! precedence flags > environment (`ATP_*`, read by clap) > `config.toml` > defaults (design.md §6).
+//! Client commands take their defaults from `ATP_*` variables and `config.toml`'s `agent_id`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "atp", version, about = "Agent Transfer Protocol (ATP) server")]
+#[command(name = "atp", version, about = "Agent Transfer Protocol (ATP): server and command-line client")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -22,6 +24,293 @@ pub enum Command {
         #[command(subcommand)]
         action: ServerAction,
     },
+    /// Register and list agents on a server.
+    Agent {
+        #[command(subcommand)]
+        action: AgentAction,
+    },
+    /// Send a message (as one of the server's agents).
+    Send(SendArgs),
+    /// Receive new messages (a cursor per agent and server remembers what was read).
+    Recv(RecvArgs),
+    /// Manage the domain's Ed25519 signing keys (in <home>/keys).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Show a server's health and capabilities; with --admin-token also its statistics.
+    Status(StatusArgs),
+    /// Show where a message is (admin).
+    Inspect(InspectArgs),
+    /// Generate and check the DNS records of a domain.
+    Dns {
+        #[command(subcommand)]
+        action: DnsAction,
+    },
+}
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Pretty-printed JSON on stdout (errors too, as {"status":"error",…}).
+    Json,
+    /// Lines for people.
+    Text,
+}
+
+/// How to reach a server.
+#[derive(Args, Debug, Clone)]
+pub struct ServerOpts {
+    /// Server: host, host:port, https://host[:port], http://host[:port] (warns), [IPv6]:port.
+    /// The default port is 7443.
+    #[arg(long, env = "ATP_SERVER")]
+    pub server: String,
+    /// Do not verify the server's TLS certificate.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Also trust the certificates in this PEM file (e.g. the server's self-signed certificate).
+    #[arg(long, env = "ATP_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// `--home`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HomeOpt {
+    /// State directory (keys, cursors, config.toml) [default: ~/.atp]; also ATP_HOME.
+    #[arg(long, env = "ATP_HOME")]
+    pub home: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentAction {
+    /// Register an agent (NAME or NAME@DOMAIN); asks for the password twice unless -p is given.
+    Register(RegisterArgs),
+    /// List the registered agents (admin).
+    List(AgentListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    /// Agent name; without @ it gets the server's domain.
+    pub name: String,
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Password (asked on the terminal, hidden, when absent).
+    #[arg(short = 'p', long, env = "ATP_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Admin bearer token, for servers started with --registration token.
+    #[arg(long, env = "ATP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentListArgs {
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Admin bearer token of the server.
+    #[arg(long, env = "ATP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// Recipient; without @ it gets the server's domain.
+    pub to: String,
+    /// Sender, one of the server's agents [default: agent_id in config.toml].
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The sender's password (asked on the terminal when absent).
+    #[arg(short = 'P', long, env = "ATP_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Message body (payload {"body": …}).
+    #[arg(short = 'b', long)]
+    pub body: Option<String>,
+    /// Message subject (payload {"subject": …}).
+    #[arg(short = 's', long)]
+    pub subject: Option<String>,
+    /// JSON file used as the whole payload ('-' reads stdin).
+    #[arg(short = 'p', long, value_name = "FILE", conflicts_with_all = ["body", "subject"])]
+    pub payload: Option<PathBuf>,
+    /// Carbon-copy addresses (metadata only; repeat or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    pub cc: Vec<String>,
+    #[command(flatten)]
+    pub server: ServerOpts,
+    #[arg(long, value_enum, default_value = "json")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct RecvArgs {
+    /// The receiving agent [default: agent_id in config.toml].
+    #[arg(long)]
+    pub agent_id: Option<String>,
+    /// The agent's password (asked on the terminal when absent).
+    #[arg(short = 'P', long, env = "ATP_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Wait up to SECS seconds for a message when there is none [--wait alone: 30].
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "30")]
+    pub wait: Option<u64>,
+    /// At most N messages [default: 50; the server caps it at 500].
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: u32,
+    /// Keep printing new messages until interrupted (JSON output: one message per line).
+    #[arg(long, conflicts_with = "wait")]
+    pub follow: bool,
+    /// Read from the first message again instead of after the saved cursor.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value = "json")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysAction {
+    /// Generate a key pair (refuses to replace an existing selector without --force).
+    Generate(KeyGenerateArgs),
+    /// Show a key's public half (the ATK p= value).
+    Show(KeyShowArgs),
+    /// List the keys of the keyring.
+    List(KeyListArgs),
+    /// Generate a new key and keep the old one (both stay published until you retire the old).
+    Rotate(KeyRotateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeyGenerateArgs {
+    /// Key selector (a DNS label).
+    #[arg(long, default_value = "default")]
+    pub selector: String,
+    /// Replace an existing key with this selector.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyShowArgs {
+    #[arg(long, default_value = "default")]
+    pub selector: String,
+    /// Show the public key only (not the private key's path).
+    #[arg(long)]
+    pub public: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyListArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyRotateArgs {
+    /// The current key (kept).
+    #[arg(long, default_value = "default")]
+    pub old_selector: String,
+    /// The new key's selector.
+    #[arg(long)]
+    pub new_selector: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Admin bearer token: adds the server's statistics.
+    #[arg(long, env = "ATP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The message's nonce (as `send` printed it).
+    pub nonce: String,
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Admin bearer token of the server.
+    #[arg(long, env = "ATP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DnsAction {
+    /// Print the zone-file records (SVCB, A/AAAA, ATS, one ATK per live key) for a domain.
+    Generate(DnsGenerateArgs),
+    /// Look the records up and report each as OK, missing or invalid.
+    Check(DnsCheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DnsGenerateArgs {
+    /// The domain of the server.
+    #[arg(long)]
+    pub domain: String,
+    /// The server's public address (published as atp.<domain> and allowed by ATS).
+    #[arg(long)]
+    pub ip: std::net::IpAddr,
+    /// Key selector to create when the keyring lacks it [default: key_selector in config.toml, else
+    /// "default"]. Records are printed for every live key.
+    #[arg(long)]
+    pub selector: Option<String>,
+    /// The server's port.
+    #[arg(long, default_value_t = atp_wasm::DEFAULT_PORT)]
+    pub port: u16,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct DnsCheckArgs {
+    /// The domain to check.
+    #[arg(long)]
+    pub domain: String,
+    /// ATK selectors to check [default: the live keys of the keyring, else "default"].
+    #[arg(long = "selector")]
+    pub selectors: Vec<String>,
+    /// Ask this DNS server (IP:PORT) instead of the system's resolvers.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +363,37 @@ pub struct StartArgs {
     /// Log filter: DEBUG|INFO|WARNING|ERROR, or tracing env-filter syntax (e.g. `atp=debug`) [default: info].
     #[arg(long, env = "ATP_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Discovery overrides in the reference's `peers.toml` format (quoted domain tables with `host`,
+    /// `port`, `ip_addresses`). Also `peers_file` with `local_mode = true` in config.toml.
+    #[arg(long = "peers", env = "ATP_PEERS", value_name = "FILE")]
+    pub peers: Option<PathBuf>,
+    /// TXT overrides in the reference's `dns_override.toml` format (quoted name tables with `record`).
+    /// Also `dns_override_file` with `local_mode = true` in config.toml.
+    #[arg(long = "dns-override", env = "ATP_DNS_OVERRIDE", value_name = "FILE")]
+    pub dns_override: Option<PathBuf>,
+    /// Ask this DNS server (IP:PORT, UDP and TCP) instead of the system's resolvers.
+    #[arg(long, env = "ATP_DNS_SERVER", value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Don't publish this server in, or discover peers through, the per-user local registry
+    /// (`<home>/registry/`, loopback servers only).
+    #[arg(long, env = "ATP_NO_LOCAL_REGISTRY")]
+    pub no_local_registry: bool,
+    /// Skip certificate verification for every outbound transfer (local peers are never verified).
+    #[arg(long, env = "ATP_NO_VERIFY_PEERS")]
+    pub no_verify_peers: bool,
+    /// Extra trusted root certificate (PEM) for outbound transfers, e.g. a test CA.
+    #[arg(long, env = "ATP_PEER_CA", value_name = "FILE")]
+    pub peer_ca: Option<PathBuf>,
+    /// Seconds before the first retry of a failed transfer; doubles up to --retry-cap [default: 30].
+    /// Also `[delivery] retry_base`.
+    #[arg(long, env = "ATP_RETRY_BASE", value_name = "SECS")]
+    pub retry_base: Option<u64>,
+    /// Longest wait between retries [default: 3600]. Also `[delivery] retry_cap`.
+    #[arg(long, env = "ATP_RETRY_CAP", value_name = "SECS")]
+    pub retry_cap: Option<u64>,
+    /// Age after which an undelivered message bounces [default: 345600 = 4 days]. Also `[delivery] max_age`.
+    #[arg(long, env = "ATP_MAX_AGE", value_name = "SECS")]
+    pub max_age: Option<u64>,
 }
 
 #[cfg(test)]
@@ -110,12 +430,62 @@ mod tests {
             "WARNING",
         ])
         .unwrap();
-        let Command::Server { action: ServerAction::Start(a) } = cli.command;
+        let Command::Server { action: ServerAction::Start(a) } = cli.command else { panic!("not server start") };
         assert_eq!(a.domain.as_deref(), Some("alpha.test"));
         assert_eq!(a.port, Some(17601));
         assert_eq!(a.registration, Some(Registration::Token));
         assert!(!a.no_tls);
         assert!(Cli::try_parse_from(["atp", "server", "start", "--cert", "c.pem"]).is_err(), "--cert needs --key");
         assert!(Cli::try_parse_from(["atp", "server", "start", "--registration", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn parses_the_client_commands() {
+        let recv = |extra: &[&str]| {
+            let mut a = vec!["atp", "recv", "--server", "x.test"];
+            a.extend_from_slice(extra);
+            match Cli::try_parse_from(a).map(|c| c.command) {
+                Ok(Command::Recv(r)) => Ok(r),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        let r = recv(&["--wait", "--limit", "5"]).unwrap();
+        assert_eq!((r.wait, r.limit, r.output), (Some(30), 5, Output::Json), "--wait alone is the reference's 30 s");
+        assert_eq!(recv(&["--wait", "7"]).unwrap().wait, Some(7));
+        assert_eq!(recv(&[]).unwrap().wait, None);
+        assert!(recv(&["--follow", "--wait", "3"]).is_err());
+        assert!(recv(&["--limit", "0"]).is_err());
+
+        let send = Cli::try_parse_from([
+            "atp",
+            "send",
+            "bob",
+            "--server",
+            "x.test",
+            "--cc",
+            "a,b@c.test",
+            "--cc",
+            "d",
+            "-b",
+            "hi",
+            "-P",
+            "pw",
+        ])
+        .unwrap();
+        let Command::Send(s) = send.command else { panic!("not send") };
+        assert_eq!(s.cc, ["a", "b@c.test", "d"]);
+        assert_eq!((s.body.as_deref(), s.password.as_deref()), (Some("hi"), Some("pw")));
+        assert!(
+            Cli::try_parse_from(["atp", "send", "bob", "--server", "x", "-p", "f.json", "-b", "hi"]).is_err(),
+            "--payload replaces --body"
+        );
+        let reg = Cli::try_parse_from(["atp", "agent", "register", "alice", "--server", "x", "-p", "pw"]).unwrap();
+        let Command::Agent { action: AgentAction::Register(r) } = reg.command else { panic!("not register") };
+        assert_eq!((r.name.as_str(), r.password.as_deref(), r.output), ("alice", Some("pw"), Output::Text));
+        assert!(
+            Cli::try_parse_from(["atp", "inspect", "n", "--server", "x"]).is_err(),
+            "inspect needs the admin token"
+        );
     }
 }

@@ -15,6 +15,9 @@ use crate::home::Home;
 /// `config.toml` (protocol.md §8.8); unknown keys are ignored, as the reference does.
 #[derive(Debug, Default, Deserialize)]
 pub struct FileConfig {
+    /// The default agent of the command line: `--from` of `send`, `--agent-id` of `recv`
+    /// (protocol.md §8.8). A name without `@` is completed with the server's domain.
+    pub agent_id: Option<String>,
     /// Use `peers_file` / `dns_override_file` (protocol.md §8.9).
     #[serde(default)]
     pub local_mode: bool,
@@ -24,6 +27,23 @@ pub struct FileConfig {
     pub key_selector: Option<String>,
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
+    pub delivery: DeliverySection,
+}
+
+/// The `[delivery]` table of `config.toml` (atp's own; the reference has none).
+#[derive(Debug, Default, Deserialize)]
+pub struct DeliverySection {
+    pub retry_base: Option<u64>,
+    pub retry_cap: Option<u64>,
+    pub max_age: Option<u64>,
+    /// Transfers in flight to one destination domain at once (default 64).
+    pub per_domain_concurrency: Option<usize>,
+    pub dns_server: Option<SocketAddr>,
+    #[serde(default)]
+    pub no_verify_peers: bool,
+    pub peer_ca: Option<PathBuf>,
+    pub local_registry: Option<bool>,
 }
 
 /// The `[server]` table of `config.toml`.
@@ -59,6 +79,8 @@ pub enum ConfigError {
     BadMaxSize(usize),
     #[error("key_selector {0:?} is not a DNS label")]
     BadSelector(String),
+    #[error("delivery settings: {0}")]
+    BadDelivery(&'static str),
 }
 
 impl FileConfig {
@@ -100,6 +122,18 @@ pub struct Settings {
     pub peers_file: Option<PathBuf>,
     pub dns_override_file: Option<PathBuf>,
     pub key_selector: String,
+    pub dns_server: Option<SocketAddr>,
+    pub local_registry: bool,
+    pub delivery: Delivery,
+}
+
+/// How the delivery engine works (design.md §3).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub policy: atp_wasm::retry::RetryPolicy,
+    pub per_domain_concurrency: usize,
+    pub no_verify_peers: bool,
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// The reference's `--log-level` names, mapped to tracing filters; anything else is a filter already.
@@ -154,10 +188,45 @@ impl Settings {
             return Err(ConfigError::BadMaxSize(max_message_size));
         }
         let key_selector = file.key_selector.unwrap_or_else(|| "default".into());
-        if atp_wasm::identity::validate_domain(&key_selector).is_err() || key_selector.contains('.') {
+        if !crate::home::is_selector(&key_selector) {
             return Err(ConfigError::BadSelector(key_selector));
         }
+        let d = file.delivery;
+        let defaults = atp_wasm::retry::RetryPolicy::default();
+        let policy = atp_wasm::retry::RetryPolicy {
+            base_secs: args.retry_base.or(d.retry_base).unwrap_or(defaults.base_secs),
+            cap_secs: args.retry_cap.or(d.retry_cap).unwrap_or(defaults.cap_secs),
+            max_age_secs: args.max_age.or(d.max_age).unwrap_or(defaults.max_age_secs),
+        };
+        if policy.base_secs == 0 || policy.cap_secs < policy.base_secs {
+            return Err(ConfigError::BadDelivery("retry_base must be at least 1 and retry_cap at least retry_base"));
+        }
+        if policy.max_age_secs as i64 >= atp_wasm::retry::DEFAULT_HORIZON_SECS {
+            return Err(ConfigError::BadDelivery("max_age must be under 5 days (432000 s), the receivers' horizon"));
+        }
+        let per_domain_concurrency = d.per_domain_concurrency.unwrap_or(64);
+        if !(1..=1024).contains(&per_domain_concurrency) {
+            return Err(ConfigError::BadDelivery("per_domain_concurrency must be between 1 and 1024"));
+        }
+        let (peers_file, dns_override_file) = if args.peers.is_some() || args.dns_override.is_some() {
+            (args.peers, args.dns_override)
+        } else if file.local_mode {
+            (file.peers_file, file.dns_override_file)
+        } else {
+            (None, None)
+        };
         Ok(Settings {
+            local_mode: file.local_mode || peers_file.is_some() || dns_override_file.is_some(),
+            peers_file,
+            dns_override_file,
+            dns_server: args.dns_server.or(d.dns_server),
+            local_registry: !args.no_local_registry && d.local_registry.unwrap_or(true),
+            delivery: Delivery {
+                policy,
+                per_domain_concurrency,
+                no_verify_peers: args.no_verify_peers || d.no_verify_peers,
+                peer_ca: args.peer_ca.or(d.peer_ca),
+            },
             domain,
             listen: SocketAddr::new(ip, port),
             tls,
@@ -166,9 +235,6 @@ impl Settings {
             home,
             log_level: log_filter(&args.log_level.or(s.log_level).unwrap_or_else(|| "info".into())),
             max_message_size,
-            local_mode: file.local_mode,
-            peers_file: file.peers_file,
-            dns_override_file: file.dns_override_file,
             key_selector,
         })
     }
@@ -203,6 +269,7 @@ mod tests {
         assert!(s.local_mode);
         assert_eq!(s.key_selector, "k2");
         assert_eq!(s.registration, Registration::Open);
+        assert_eq!(file("agent_id = \"alice\"\n").agent_id.as_deref(), Some("alice"));
     }
 
     #[test]

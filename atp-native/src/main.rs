@@ -1,4 +1,4 @@
-//! `atp`: the Agent Transfer Protocol server (design.md §1 "atp-native").
+//! `atp`: the Agent Transfer Protocol server and its command-line client (design.md §1 "atp-native").
 //!
 //! | module | holds |
 //! |---|---|
@@ -6,20 +6,30 @@
 //! | [`config`] | `config.toml` and the effective settings (flags > `ATP_*` > file > defaults) |
 //! | [`home`] | the `~/.atp` layout and the domain key |
 //! | [`tls`] | TLS 1.3 with ALPN, the self-signed certificate |
-//! | [`resolver`] | DNS for the core: the local overrides (`peers.toml`, `dns_override.toml`) |
+//! | [`resolver`] | DNS for the core: overrides (`peers.toml`, `dns_override.toml`), registry, DNS |
+//! | [`dns`] | real DNS through hickory, cached |
+//! | [`registry`] | the per-user registry of running local servers (zero-config discovery) |
+//! | [`delivery`] | the outbound queue: signing, discovery, transfer, retries, bounces |
 //! | [`store`] | SQLite: schema, migrations, group-commit writer |
 //! | [`credentials`] | argon2id hashes and the verified-credential cache |
 //! | [`routes`] | the HTTP API of protocol.md §6 |
 //! | [`error`] | the one place where a rejection becomes an HTTP response |
 //! | [`metrics`] | counters for `/stats` and Prometheus `/metrics` |
 //! | [`server`] | start-up, serving, graceful shutdown |
+//! | [`client`] | the client side: `--server` parsing, HTTP with TLS verification, name completion |
+//! | [`commands`] | the client commands: `agent`, `send`, `recv`, `keys`, `status`, `inspect`, `dns` |
 
 mod cli;
+mod client;
+mod commands;
 mod config;
 mod credentials;
+mod delivery;
+mod dns;
 mod error;
 mod home;
 mod metrics;
+mod registry;
 mod resolver;
 mod routes;
 mod server;
@@ -55,6 +65,7 @@ fn main() -> std::process::ExitCode {
                 Err(e) => fail(e),
             }
         }
+        client_command => commands::run(client_command),
     }
 }
 

@@ -51,6 +51,12 @@ pub struct Metrics {
     /// Credentials accepted from the verified-credential cache (no argon2 run).
     pub credential_cache_hits: Counter,
     pub registered: Counter,
+    /// Transfers another server accepted (2xx).
+    pub forwarded: Counter,
+    /// Attempts that failed temporarily (retried later).
+    pub delivery_failed: Counter,
+    /// Messages given up on (a notice went to the sender).
+    pub bounced: Counter,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     responses: Mutex<BTreeMap<u16, u64>>,
     latency_buckets: [AtomicU64; BUCKETS.len()],
@@ -77,6 +83,9 @@ impl Default for Metrics {
             credential_fail: Counter::default(),
             credential_cache_hits: Counter::default(),
             registered: Counter::default(),
+            forwarded: Counter::default(),
+            delivery_failed: Counter::default(),
+            bounced: Counter::default(),
             rejections: Mutex::default(),
             responses: Mutex::default(),
             latency_buckets: Default::default(),
@@ -144,10 +153,10 @@ impl Metrics {
             "messages": {
                 "received": self.received.get(),
                 "delivered_local": self.delivered_local.get(),
-                "forwarded": 0,
-                "delivery_success": 0,
-                "delivery_failed": 0,
-                "bounced": 0,
+                "forwarded": self.forwarded.get(),
+                "delivery_success": self.forwarded.get(),
+                "delivery_failed": self.delivery_failed.get(),
+                "bounced": self.bounced.get(),
                 "queued": self.queued.get(),
                 "duplicates": self.duplicates.get(),
             },
@@ -177,6 +186,9 @@ impl Metrics {
         counter("messages_received_total", "POST message requests received.", self.received.get());
         counter("messages_delivered_local_total", "Messages stored into a local inbox.", self.delivered_local.get());
         counter("messages_queued_total", "Messages stored for delivery to another domain.", self.queued.get());
+        counter("messages_forwarded_total", "Transfers another server accepted.", self.forwarded.get());
+        counter("delivery_failures_total", "Transfer attempts that failed temporarily.", self.delivery_failed.get());
+        counter("messages_bounced_total", "Messages given up on, with a notice to the sender.", self.bounced.get());
         counter("messages_duplicate_total", "Exact repeats accepted without storing.", self.duplicates.get());
         counter("replay_blocked_total", "Replays and stale timestamps refused.", self.replay_blocked.get());
         counter("agents_registered_total", "Agents registered since start.", self.registered.get());

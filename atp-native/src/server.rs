@@ -12,7 +12,10 @@ use atp_wasm::pipeline::InboundConfig;
 
 use crate::config::{Settings, TlsMode};
 use crate::credentials::CredentialCache;
+use crate::delivery::transport::Transport;
+use crate::delivery::Engine;
 use crate::metrics::Metrics;
+use crate::registry::{Entry, Registry};
 use crate::resolver::ServerResolver;
 use crate::routes::{self, AppState};
 use crate::store::Store;
@@ -31,7 +34,9 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
-    Overrides(#[from] crate::resolver::OverrideError),
+    Resolver(#[from] crate::resolver::ResolverSetupError),
+    #[error(transparent)]
+    Transport(#[from] crate::delivery::transport::TransportError),
     #[error("database {path}: {source}")]
     Store { path: std::path::PathBuf, source: crate::store::DbError },
     #[error("cannot listen on {addr}: {source}")]
@@ -44,31 +49,37 @@ pub enum ServerError {
 pub async fn run(s: Settings) -> Result<(), ServerError> {
     let home = &s.home;
     home.ensure()?;
-    let (_signing_key, created) = home.load_or_create_key(&s.key_selector, SystemClock.now())?;
+    let (signing_key, created) = home.load_or_create_key(&s.key_selector, SystemClock.now())?;
     if created {
         eprintln!("Generated domain key '{}' in {}", s.key_selector, home.keys_dir().display());
     }
-    let resolver = ServerResolver::from_settings(&s)?;
+    let resolver = Arc::new(ServerResolver::from_settings(&s)?);
+    let transport = Transport::new(resolver.clone(), s.delivery.peer_ca.as_deref())?;
     let db_path = home.db_path(&s.domain);
     let store = Store::open(&db_path).map_err(|source| ServerError::Store { path: db_path.clone(), source })?;
     let mut inbound = InboundConfig::new(&s.domain);
     inbound.max_size = s.max_message_size;
+    let delivery_wake = Arc::new(tokio::sync::Notify::new());
     let state = Arc::new(AppState {
         domain: s.domain.clone(),
         inbound,
         store: store.clone(),
         resolver,
+        delivery_wake: delivery_wake.clone(),
         admin_token: s.admin_token.clone(),
         registration: s.registration,
         credentials: CredentialCache::default(),
         metrics: Metrics::default(),
     });
 
+    let engine = Engine::new(state.clone(), transport, signing_key.clone(), &s, delivery_wake);
+    let delivery = tokio::spawn(engine.run());
     let pruner = tokio::spawn(prune_dedup(store.clone(), state.inbound.remote_max_age + state.inbound.max_future_skew));
 
     let listener =
         std::net::TcpListener::bind(s.listen).map_err(|source| ServerError::Bind { addr: s.listen, source })?;
     let local = listener.local_addr().unwrap_or(s.listen);
+    publish(&s, local, &signing_key);
     let handle = axum_server::Handle::new();
     let signal_handle = handle.clone();
     tokio::spawn(async move {
@@ -105,9 +116,24 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
         }
     };
     pruner.abort();
+    delivery.abort();
     store.close().await;
     tracing::info!("stopped");
     served.map_err(ServerError::Serve)
+}
+
+/// Publishes this server in the local registry (zero-config discovery between servers of one home,
+/// [`crate::registry`]) when it listens on loopback or on every address.
+fn publish(s: &Settings, local: SocketAddr, key: &atp_wasm::keys::DomainKey) {
+    if !s.local_registry || s.tls == TlsMode::Off {
+        return;
+    }
+    let atk =
+        [(s.key_selector.clone(), atp_wasm::records::atk::AtkRecord::new(*key.public_key().as_bytes()).to_string())];
+    let Some(entry) = Entry::for_listener(&s.domain, local, atk.into_iter().collect()) else { return };
+    if let Err(e) = Registry::new(s.home.registry_dir()).publish(&entry) {
+        tracing::warn!(error = %e, "could not publish this server in the local registry");
+    }
 }
 
 /// Forgets dedup rows older than `keep` seconds, now and then every [`PRUNE_EVERY`].

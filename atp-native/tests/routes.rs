@@ -256,13 +256,22 @@ async fn idempotency_and_replays_of_submissions() {
 
 #[tokio::test]
 async fn admin_routes() {
-    let s = Server::start("beta.test");
+    // gamma.test's server is down (a closed port) and retried only after an hour, so the message
+    // for it settles as `failed` with its error recorded.
+    let home = tempfile::tempdir().unwrap();
+    let peers = write_peers(home.path(), &[("gamma.test", free_port())]);
+    let o = Options::new("beta.test").arg("--peers").arg(peers.to_str().unwrap()).arg("--retry-base").arg("3600");
+    let s = Server::start_in(o, home, free_port());
     let c = client();
     register(&s, "bob", "pw").await;
     register(&s, "alice", "pw").await;
     let send = |m: &Value| c.post(s.url("message")).basic_auth("alice@beta.test", Some("pw")).json(m);
     assert_eq!(call(send(&msg("alice@beta.test", "bob@beta.test", "a1"))).await.0, 202);
     assert_eq!(call(send(&msg("alice@beta.test", "zed@gamma.test", "a2"))).await.0, 202);
+    let inspect_a2 = || async { call(c.get(s.url("inspect?nonce=a2")).bearer_auth(ADMIN)).await.1 };
+    eventually(20, || async { (inspect_a2().await["status"] == "failed").then_some(()) })
+        .await
+        .expect("the first attempt for a2 failed");
 
     for path in ["agents", "stats", "inspect?nonce=a1", "metrics"] {
         let (st, v) = call(c.get(s.url(path))).await;
@@ -281,16 +290,20 @@ async fn admin_routes() {
     assert_eq!(v["messages"]["received"], 2);
     assert_eq!(v["messages"]["delivered_local"], 1);
     assert_eq!(v["messages"]["queued"], 1);
-    assert_eq!(v["queue"], json!({"queued": 1, "delivering": 0, "delivered": 1, "failed": 0, "bounced": 0}));
+    assert_eq!(v["queue"], json!({"queued": 0, "delivering": 0, "delivered": 1, "failed": 1, "bounced": 0}));
+    assert_eq!(v["messages"]["delivery_failed"], 1);
     assert!(v["security"]["credential_pass"].as_u64().unwrap() >= 2);
     assert!(v["uptime"].is_u64());
 
     let (st, v) = call(c.get(s.url("inspect?nonce=a2")).bearer_auth(ADMIN)).await;
     assert_eq!(st, 200);
-    assert_eq!((v["nonce"].as_str(), v["status"].as_str()), (Some("a2"), Some("queued")));
+    assert_eq!((v["nonce"].as_str(), v["status"].as_str()), (Some("a2"), Some("failed")));
     assert_eq!((v["from"].as_str(), v["to"].as_str()), (Some("alice@beta.test"), Some("zed@gamma.test")));
-    assert_eq!((v["retry_count"].as_i64(), v["error"].is_null()), (Some(0), true));
-    assert!(v["created_at"].as_i64().unwrap() > 0 && v["next_retry_at"].as_i64().is_some());
+    assert_eq!((v["retry_count"].as_i64(), v["attempts"].as_i64()), (Some(1), Some(1)));
+    assert!(v["error"].as_str().unwrap().starts_with("451 4.4.1: "), "{v}");
+    assert_eq!(v["error"], v["last_error"]);
+    let next = v["next_retry_at"].as_i64().unwrap();
+    assert!(next >= v["created_at"].as_i64().unwrap() + 1800 - 5, "half the base delay at least: {v}");
     assert_eq!(call(c.get(s.url("inspect?nonce=a1")).bearer_auth(ADMIN)).await.1["status"], "delivered");
     let (st, v) = call(c.get(s.url("inspect?nonce=zzz")).bearer_auth(ADMIN)).await;
     assert_eq!((st, v["error"].as_str()), (404, Some("Message zzz not found")));
@@ -305,7 +318,7 @@ async fn admin_routes() {
         let text = r.text().await.unwrap();
         assert!(text.contains("atp_messages_received_total 2\n"), "{text}");
         assert!(text.contains("atp_messages_delivered_local_total 1\n"));
-        assert!(text.contains("atp_queue_messages{status=\"queued\"} 1\n"));
+        assert!(text.contains("atp_queue_messages{status=\"failed\"} 1\n"));
         assert!(text.contains("atp_agents 2\n"));
         assert!(text.contains("atp_rejections_total{code=\"535 5.7.8\"}"), "admin refusals counted: {text}");
         assert!(text.contains("atp_http_request_duration_seconds_count"));

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Load benchmark (run by hand, not in CI): local-submission throughput and latency of atp-native
-# versus the reference Python server, on this machine, at several concurrency levels.
+# versus the reference Python server, on this machine, at several concurrency levels; then
+# end-to-end delivery across two domains (sustained delivered/s, submit→readable latency, loss)
+# for two atp servers and for two reference servers.
 #
 #   tests/bench/run.sh                      # 1,16,64 concurrent connections, 10 s each (+2 s warm-up)
 #   DURATION=5 LEVELS=1,16 tests/bench/run.sh
 #   SKIP_REFERENCE=1 tests/bench/run.sh     # atp only
+#   E2E_LEVELS=1,32 E2E_DURATION=10         # end-to-end levels (atp); the reference runs one light level
 #
 # Both servers run on loopback with TLS (atp: its self-signed certificate; the reference: one made with
 # openssl, since it cannot make its own), log at warning level, and keep their state in a temporary
@@ -79,6 +82,76 @@ if [[ -z "${SKIP_REFERENCE:-}" ]]; then
 else
   : >"$OUT/reference.jsonl"
 fi
+
+# ---- end to end: alpha -> beta across domains (submit to alpha, read from beta's inbox) ----
+E2E_LEVELS=${E2E_LEVELS:-1,32}
+E2E_DURATION=${E2E_DURATION:-10}
+run_e2e() { # label alpha_port beta_port levels duration drain
+  "$BENCH" --server "127.0.0.1:$2" --domain alpha.bench --to bench@beta.bench --to-server "127.0.0.1:$3" \
+    --label "$1" --concurrency "$4" --duration "$5" --warmup 1 --drain "$6" | tee "$OUT/$1-e2e.jsonl"
+}
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+pids=()
+
+echo "== atp-native end to end (two servers in one home: zero-config local discovery)" >&2
+pa=$(free_port); pb=$(free_port)
+for d in alpha:$pa beta:$pb; do
+  "$ROOT/target/release/atp" server start --domain "${d%%:*}.bench" --host 127.0.0.1 --port "${d##*:}" \
+    --home "$work/e2e" --log-level warn >"$work/atp-${d%%:*}.log" 2>&1 &
+  pids+=($!)
+  wait_healthy "${d##*:}" "atp-${d%%:*}"
+done
+run_e2e atp "$pa" "$pb" "$E2E_LEVELS" "$E2E_DURATION" 60 >/dev/null
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+pids=()
+
+if [[ -z "${SKIP_REFERENCE:-}" ]]; then
+  echo "== reference end to end (two servers, protocol.md §11.1 overrides)" >&2
+  pa=$(free_port); pb=$(free_port)
+  mkdir -p "$work/rs"
+  for s in alpha beta; do
+    mkdir -p "$work/r-$s/.atp/certs"
+    HOME=$work/r-$s "$VENV/bin/atp" keys generate >/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+      -keyout "$work/r-$s/.atp/certs/server.key" -out "$work/r-$s/.atp/certs/server.crt" 2>/dev/null
+  done
+  raw_key() { openssl pkey -pubin -in "$1" -outform DER | tail -c 32 | base64; }
+  printf '["alpha.bench"]\nhost = "127.0.0.1"\nport = %s\n\n["beta.bench"]\nhost = "127.0.0.1"\nport = %s\n' \
+    "$pa" "$pb" >"$work/rs/peers.toml"
+  printf '["ats._atp.alpha.bench"]\nrecord = "v=atp1 allow=ip:127.0.0.1 deny=all"\n\n["default.atk._atp.alpha.bench"]\nrecord = "v=atp1 k=ed25519 p=%s"\n' \
+    "$(raw_key "$work/r-alpha/.atp/keys/default.pub")" >"$work/rs/dns.toml"
+  for d in alpha:$pa beta:$pb; do
+    s=${d%%:*}
+    printf 'local_mode = true\npeers_file = "%s"\ndns_override_file = "%s"\n' "$work/rs/peers.toml" "$work/rs/dns.toml" \
+      >"$work/r-$s/.atp/config.toml"
+    HOME=$work/r-$s "$VENV/bin/atp" server start --domain "$s.bench" --host 127.0.0.1 --port "${d##*:}" \
+      --cert "$work/r-$s/.atp/certs/server.crt" --key "$work/r-$s/.atp/certs/server.key" \
+      --log-level WARNING >"$work/reference-$s.log" 2>&1 &
+    pids+=($!)
+    wait_healthy "${d##*:}" "reference-$s"
+  done
+  # The reference delivers ~4 messages/s (a 5 s loop, 20 at a time), so it gets one light level.
+  run_e2e reference "$pa" "$pb" 1 "${REF_E2E_DURATION:-5}" "${REF_E2E_DRAIN:-120}" >/dev/null
+else
+  : >"$OUT/reference-e2e.jsonl"
+fi
+
+python3 - "$OUT/atp-e2e.jsonl" "$OUT/reference-e2e.jsonl" <<'EOF'
+import json, sys
+def load(p):
+    try:
+        return [json.loads(l) for l in open(p) if l.strip()]
+    except FileNotFoundError:
+        return []
+fmt = lambda v, d=1: "–" if v is None or v != v else f"{v:,.{d}f}"
+print("\nEnd to end across domains (submit to alpha, alpha signs and transfers, read from beta's inbox):\n")
+print("| server | concurrency | accepted | delivered | lost | duplicates | delivered/s | submit→readable p50 ms | p99 ms |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in load(sys.argv[1]) + load(sys.argv[2]):
+    print(f"| {r['label']} | {r['concurrency']} | {r['accepted']:,} | {r['delivered']:,} | {r['lost']:,} | {r['duplicates']} "
+          f"| {fmt(r['throughput'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} |")
+EOF
 
 python3 - "$OUT/atp.jsonl" "$OUT/reference.jsonl" "$(nproc)" <<'EOF'
 import json, sys

@@ -41,6 +41,8 @@ pub async fn inspect(
     Ok(Json(json!({
         "nonce": m.nonce, "from": m.from, "to": m.to, "status": m.status, "created_at": m.created_at,
         "updated_at": m.updated_at, "retry_count": m.attempts, "next_retry_at": m.next_attempt_at, "error": m.error,
+        // atp's names for the same facts (the delivery engine's view)
+        "attempts": m.attempts, "next_attempt_at": m.next_attempt_at, "last_error": m.error,
     })))
 }
 

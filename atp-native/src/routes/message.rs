@@ -2,9 +2,10 @@
 //! our agents and shows its Basic credential) or a remote transfer (another server; ATS + ATK), both
 //! checked by the core's pipeline ([`atp_wasm::pipeline`]), then stored durably.
 //!
-//! What is stored where (this issue: local delivery only):
+//! What is stored where:
 //! * a message for our domain goes into the recipient's inbox (`delivered`);
-//! * a local agent's message for another domain is stored `queued` for the delivery engine;
+//! * a local agent's message for another domain is stored `queued` and the delivery engine
+//!   ([`crate::delivery`]) is woken;
 //! * a remote server may only deliver to our domain (no open relay; the pipeline refuses 5.7.1).
 //!
 //! **Unknown local recipients** are refused with HTTP **404** and `error_code` `550 5.1.1`
@@ -87,7 +88,7 @@ async fn accept(
             pipeline::verify_local_submission(inbound, &who, &st.inbound, now, &st.store).await?
         }
         Origin::Remote => {
-            let a = pipeline::verify_remote(inbound, source, &st.inbound, now, &st.resolver, &st.store).await?;
+            let a = pipeline::verify_remote(inbound, source, &st.inbound, now, &*st.resolver, &st.store).await?;
             match a.ats {
                 AtsVerdict::Pass => st.metrics.ats_pass.inc(),
                 _ => st.metrics.ats_neutral.inc(),
@@ -125,6 +126,7 @@ async fn accept(
                 st.metrics.delivered_local.inc();
             } else {
                 st.metrics.queued.inc();
+                st.delivery_wake.notify_one();
             }
             tracing::info!(id, status = if local { "delivered" } else { "queued" }, "message accepted");
             Ok(accepted_response(&accepted.message.nonce, now))

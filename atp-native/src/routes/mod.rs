@@ -46,7 +46,9 @@ pub struct AppState {
     pub domain: String,
     pub inbound: InboundConfig,
     pub store: Store,
-    pub resolver: ServerResolver,
+    pub resolver: Arc<ServerResolver>,
+    /// Wakes the delivery engine when a message for another domain was queued.
+    pub delivery_wake: Arc<tokio::sync::Notify>,
     pub admin_token: Option<String>,
     pub registration: Registration,
     pub credentials: CredentialCache,

@@ -7,6 +7,7 @@
 //! holding it was committed. Its dedup row `(sender domain, nonce, content hash)` is written in the
 //! same transaction; [`DedupStore`] reads it back for the core's pipeline.
 
+pub mod queue;
 pub mod schema;
 pub mod writer;
 
@@ -19,6 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use crate::metrics::QueueCounts;
+use queue::{Claimed, QueueOp, QueueResult};
 use writer::Write;
 
 /// Read connections kept open.
@@ -37,6 +39,10 @@ pub enum DbError {
     WriterGone,
     #[error("database task failed: {0}")]
     Task(String),
+    #[error("{0} is in use by another atp server (one server per domain and home)")]
+    Locked(PathBuf),
+    #[error("{path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
 }
 
 /// `messages.status` (protocol.md §8.1). The delivery engine moves `Queued` rows.
@@ -109,11 +115,25 @@ pub struct Store {
     readers: Arc<Mutex<Vec<Connection>>>,
     known_agents: Arc<RwLock<HashSet<String>>>,
     path: PathBuf,
+    /// Held (locked) while the store is open: one process per database.
+    _lock: Arc<std::fs::File>,
 }
 
 impl Store {
     /// Opens (creating and migrating) the database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, DbError> {
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| DbError::Lock { path: lock_path.clone(), source })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(DbError::Locked(path.to_owned())),
+            Err(std::fs::TryLockError::Error(source)) => return Err(DbError::Lock { path: lock_path, source }),
+        }
         let mut conn = schema::connect(path)?;
         schema::migrate(&mut conn)?;
         let readers = (0..READERS).map(|_| schema::connect(path)).collect::<Result<Vec<_>, _>>()?;
@@ -127,6 +147,7 @@ impl Store {
             readers: Arc::new(Mutex::new(readers)),
             known_agents: Arc::default(),
             path: path.to_owned(),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -163,6 +184,41 @@ impl Store {
     /// Stores a message durably (committed before this returns), with its dedup row.
     pub async fn insert_message(&self, m: NewMessage) -> Result<Stored, DbError> {
         self.write(|reply| Write::Message(m, reply)).await
+    }
+
+    /// Applies a transition of the outbound queue ([`queue`]); returns the rows it changed.
+    pub async fn queue(&self, op: QueueOp) -> Result<usize, DbError> {
+        match self.write(|reply| Write::Queue(op, reply)).await? {
+            QueueResult::Changed(n) => Ok(n),
+            QueueResult::Claimed(rows) => Ok(rows.len()),
+        }
+    }
+
+    /// Leases due rows for delivery ([`QueueOp::Claim`]).
+    pub async fn claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+        blocked: Vec<String>,
+    ) -> Result<Vec<Claimed>, DbError> {
+        match self.write(|reply| Write::Queue(QueueOp::Claim { now, lease_until, limit, blocked }, reply)).await? {
+            QueueResult::Claimed(rows) => Ok(rows),
+            QueueResult::Changed(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The earliest due time among waiting rows (the engine sleeps until then).
+    pub async fn next_due(&self) -> Result<Option<i64>, DbError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM messages WHERE status IN ('queued', 'failed')
+                 UNION ALL SELECT min(lease_until) FROM messages WHERE status = 'delivering')",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     /// Registers an agent; false if the id is taken.
@@ -355,6 +411,56 @@ mod tests {
         let again = Store::open(&dir.path().join("a.test.db")).unwrap();
         assert_eq!(again.counts().await.unwrap().1, 1);
         assert_eq!(again.agents().await.unwrap(), vec!["b@a.test".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn queue_transitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.test.db")).unwrap();
+        assert!(matches!(Store::open(&dir.path().join("a.test.db")), Err(DbError::Locked(_))), "one process");
+        for (n, to) in [("q1", "z@b.test"), ("q2", "y@c.test"), ("q3", "x@B.Test")] {
+            let mut m = msg(n, 1, to);
+            m.status = Status::Queued;
+            store.insert_message(m).await.unwrap();
+        }
+        // c.test is backing off: only b.test rows are leased
+        let rows = store.claim(100, 400, 10, vec!["c.test".into()]).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.nonce.as_str()).collect::<Vec<_>>(), ["q1", "q3"]);
+        assert_eq!(rows[1].dest_domain, "b.test");
+        assert!(store.claim(100, 400, 10, vec!["c.test".into()]).await.unwrap().is_empty(), "leased");
+        // a lease that ran out is claimable again
+        let again = store.claim(401, 700, 10, vec!["c.test".into()]).await.unwrap();
+        assert_eq!(again.len(), 2);
+        let (q1, q3) = (again[0].id, again[1].id);
+        assert_eq!(
+            store.queue(QueueOp::Retry { id: q1, now: 402, next_at: 500, error: "451: down".into() }).await.unwrap(),
+            1
+        );
+        assert_eq!(store.queue(QueueOp::Delivered { id: q3, now: 402 }).await.unwrap(), 1);
+        assert_eq!(store.queue(QueueOp::Delivered { id: q3, now: 403 }).await.unwrap(), 0, "settled once");
+        let info = store.inspect("q1").await.unwrap().unwrap();
+        assert_eq!((info.status.as_str(), info.attempts, info.next_attempt_at), ("failed", 1, Some(500)));
+        assert_eq!(info.error.as_deref(), Some("451: down"));
+        assert_eq!(store.next_due().await.unwrap(), Some(100), "q2 (c.test) is due");
+        // the domain answers again: its waiting rows are due now
+        assert_eq!(store.queue(QueueOp::Wake { domain: "b.test".into(), now: 410 }).await.unwrap(), 1);
+        let q1 = store.claim(410, 700, 10, vec!["c.test".into()]).await.unwrap();
+        assert_eq!(q1.len(), 1);
+        // a bounce marks the row and stores the notice in one transaction
+        let mut notice = msg("notice-1", 9, "x@a.test");
+        notice.sender_domain = "a.test".into();
+        let op =
+            QueueOp::Bounce { id: q1[0].id, now: 411, error: "550 5.7.26: denied".into(), notice: Box::new(notice) };
+        assert_eq!(store.queue(op).await.unwrap(), 1);
+        assert_eq!(store.inspect("q1").await.unwrap().unwrap().status, "bounced");
+        assert_eq!(store.inbox("x@a.test", 0, 10).await.unwrap().len(), 1);
+        // a crash mid-attempt: at start-up every leased row is released
+        let q2 = store.claim(420, 720, 10, vec![]).await.unwrap();
+        assert_eq!(q2.len(), 1);
+        assert_eq!(store.queue(QueueOp::Recover { now: 430 }).await.unwrap(), 1);
+        let info = store.inspect("q2").await.unwrap().unwrap();
+        assert_eq!((info.status.as_str(), info.next_attempt_at), ("queued", Some(430)));
+        assert_eq!(store.queue(QueueOp::Release { id: q2[0].id, next_at: 1 }).await.unwrap(), 0, "not leased");
     }
 
     #[tokio::test]

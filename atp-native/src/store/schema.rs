@@ -9,7 +9,8 @@ use rusqlite::Connection;
 
 /// Migration steps, applied in order, each in its own transaction. Never edit a released step;
 /// append a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE agents(
     agent_id      TEXT PRIMARY KEY,         -- lowercase local@domain
     password_hash TEXT NOT NULL,            -- argon2id PHC string
@@ -44,7 +45,14 @@ CREATE TABLE dedup(
     PRIMARY KEY(sender_domain, nonce)
 ) WITHOUT ROWID;
 CREATE INDEX dedup_age ON dedup(accepted_at);
-"#];
+"#,
+    r#"
+-- The delivery engine schedules per destination domain (design.md §3).
+ALTER TABLE messages ADD COLUMN dest_domain TEXT;
+UPDATE messages SET dest_domain = lower(substr(to_id, instr(to_id, '@') + 1)) WHERE status <> 'delivered';
+CREATE INDEX messages_dest ON messages(dest_domain, status);
+"#,
+];
 
 /// Opens a connection with the server's settings.
 pub fn connect(path: &Path) -> rusqlite::Result<Connection> {

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use super::queue::{self, QueueOp, QueueResult};
 use super::{DbError, NewMessage, Stored};
 
 /// Most write requests committed in one transaction.
@@ -27,6 +28,8 @@ pub enum Write {
         before: i64,
         reply: oneshot::Sender<Result<usize, DbError>>,
     },
+    /// A transition of the outbound queue.
+    Queue(QueueOp, oneshot::Sender<Result<QueueResult, DbError>>),
     /// Commit what came before, then stop (graceful shutdown).
     Close(oneshot::Sender<()>),
 }
@@ -49,8 +52,9 @@ pub fn store_message(tx: &Connection, m: &NewMessage) -> rusqlite::Result<Stored
     }
     tx.prepare_cached(
         "INSERT INTO messages(nonce, sender_domain, from_id, to_id, message_json, status, created_at, updated_at,
-                              next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, CASE WHEN ?6 = 'queued' THEN ?7 END)",
+                              next_attempt_at, dest_domain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, CASE WHEN ?6 = 'queued' THEN ?7 END,
+                 CASE WHEN ?6 = 'queued' THEN lower(substr(?4, instr(?4, '@') + 1)) END)",
     )?
     .execute(params![m.nonce, m.sender_domain, m.from_id, m.to_id, m.json, m.status.as_str(), m.now])?;
     Ok(Stored::New(tx.last_insert_rowid()))
@@ -93,6 +97,7 @@ fn apply(tx: &mut Transaction, w: Write) -> Reply {
             let r = in_savepoint(tx, |t| t.execute("DELETE FROM dedup WHERE accepted_at < ?1", params![before]));
             reply_with(r, reply)
         }
+        Write::Queue(op, reply) => reply_with(in_savepoint(tx, |t| queue::apply(t, op)), reply),
         Write::Close(reply) => Box::new(move |_| {
             let _ = reply.send(());
         }),

@@ -2,6 +2,8 @@
 //! its own temporary home, wait until it serves, and kill it by its process id when the guard drops.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -89,7 +91,10 @@ impl Server {
     pub fn command(o: &Options, home: &Path, port: u16) -> Command {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("server.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_atp"));
-        cmd.args(["server", "start", "--host", "127.0.0.1", "--home"]).arg(home);
+        cmd.args(["server", "start", "--home"]).arg(home);
+        if !o.args.iter().any(|a| a == "--host") {
+            cmd.args(["--host", "127.0.0.1"]);
+        }
         if o.flags {
             cmd.args(["--domain", &o.domain, "--port", &port.to_string()]);
         }
@@ -226,4 +231,47 @@ pub fn write_overrides(dir: &Path, entries: &[(String, String)]) -> PathBuf {
     let path = dir.join("dns_override.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Puts the domain key of `seed` into a home before its server starts (the server would generate
+/// one otherwise), so a test knows every server's public key in advance.
+pub fn seed_key(home: &Path, seed: u8) {
+    let dir = home.join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("default.key"), key(seed).to_pkcs8_pem().unwrap()).unwrap();
+}
+
+/// The ATK record text of the key of `seed`.
+pub fn atk_record(seed: u8) -> String {
+    atp_wasm::records::atk::AtkRecord::new(*key(seed).public_key().as_bytes()).to_string()
+}
+
+/// Writes `peers.toml` mapping each domain to a loopback port.
+pub fn write_peers(dir: &Path, peers: &[(&str, u16)]) -> PathBuf {
+    let mut text = String::new();
+    for (domain, port) in peers {
+        text.push_str(&format!(
+            "[\"{domain}\"]\nhost = \"127.0.0.1\"\nport = {port}\nip_addresses = [\"127.0.0.1\"]\n\n"
+        ));
+    }
+    let path = dir.join("peers.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

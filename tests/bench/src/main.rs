@@ -55,6 +55,16 @@ struct Args {
     /// Payload body size in bytes.
     #[arg(long, default_value_t = 256)]
     body_size: usize,
+    /// End-to-end mode: send to this agent of another domain (instead of to the bench agent) and
+    /// measure delivery into its inbox on --to-server (sustained rate, submit→readable latency, loss).
+    #[arg(long, requires = "to_server")]
+    to: Option<String>,
+    /// The recipient's server, ip:port (TLS, not verified).
+    #[arg(long)]
+    to_server: Option<String>,
+    /// Seconds to wait after sending stops for the last messages to arrive.
+    #[arg(long, default_value_t = 60.0)]
+    drain: f64,
 }
 
 /// Accepts any server certificate (the servers under test use self-signed ones).
@@ -156,6 +166,10 @@ async fn send(
     Ok((status, body))
 }
 
+fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -169,10 +183,16 @@ struct WorkerResult {
 struct Shared {
     target: Target,
     agent_id: String,
+    /// The recipient (the bench agent itself, or --to).
+    to: String,
+    /// Submissions answered 202 while measuring (end-to-end mode counts what must arrive).
+    accepted: std::sync::atomic::AtomicU64,
     auth: String,
     filler: String,
     measuring: AtomicBool,
     stop: AtomicBool,
+    /// Every worker has finished (its last answer is counted).
+    done: AtomicBool,
     printed_errors: AtomicU32,
     run_id: u64,
 }
@@ -183,20 +203,21 @@ async fn worker(shared: Arc<Shared>, n: usize) -> Result<WorkerResult, Error> {
     let mut seq: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         seq += 1;
+        let measuring = shared.measuring.load(Ordering::Relaxed);
         let msg = json!({
-            "from": shared.agent_id, "to": shared.agent_id, "timestamp": unix_now(),
+            "from": shared.agent_id, "to": shared.to, "timestamp": unix_now(),
             "nonce": format!("bench-{:x}-{n}-{seq}", shared.run_id), "type": "message",
-            "payload": {"subject": "bench", "body": shared.filler},
+            "payload": {"subject": "bench", "body": shared.filler, "sent_us": unix_micros(), "measured": measuring},
         });
         let body = Bytes::from(serde_json::to_vec(&msg)?);
         let t0 = Instant::now();
         let result = send(&mut sender, &shared.target, "POST", "message", Some(&shared.auth), body).await;
         let us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
-        let measuring = shared.measuring.load(Ordering::Relaxed);
         match result {
             Ok((202, _)) => {
                 if measuring {
                     out.latencies_us.push(us);
+                    shared.accepted.fetch_add(1, Ordering::Relaxed);
                 }
             }
             other => {
@@ -237,17 +258,93 @@ async fn register(target: &Target, agent: &str, password: &str) -> Result<(), Er
     }
 }
 
+/// What the recipient's inbox showed during an end-to-end run.
+#[derive(Default)]
+struct Arrivals {
+    /// submit→readable latency of each measured message, µs.
+    latencies_us: Vec<u64>,
+    duplicates: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// Polls the recipient's inbox back to back until `stop` and everything measured arrived (or
+/// the drain deadline passed).
+async fn collect(
+    target: Target,
+    agent: String,
+    auth: String,
+    shared: Arc<Shared>,
+    drain: Duration,
+) -> Result<Arrivals, Error> {
+    let mut sender = target.connect().await?;
+    let mut out = Arrivals::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut after = 0i64;
+    let mut stop_at: Option<Instant> = None;
+    let prefix = format!("bench-{:x}-", shared.run_id);
+    loop {
+        let path = format!("messages?agent_id={agent}&after_id={after}&limit=1000");
+        let (status, body) = send(&mut sender, &target, "GET", &path, Some(&auth), Bytes::new()).await?;
+        if status != 200 {
+            return Err(format!("inbox: {status} {}", String::from_utf8_lossy(&body)).into());
+        }
+        let now_us = unix_micros();
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        let msgs = v["messages"].as_array().cloned().unwrap_or_default();
+        for m in &msgs {
+            let nonce = m["nonce"].as_str().unwrap_or_default().to_owned();
+            if !nonce.starts_with(&prefix) {
+                continue; // an earlier level's message
+            }
+            if !seen.insert(nonce) {
+                out.duplicates += 1;
+                continue;
+            }
+            if m["payload"]["measured"] == true {
+                let sent = m["payload"]["sent_us"].as_u64().unwrap_or(now_us);
+                out.latencies_us.push(now_us.saturating_sub(sent));
+                out.first.get_or_insert_with(Instant::now);
+                out.last = Some(Instant::now());
+            }
+        }
+        after = v["last_id"].as_i64().unwrap_or(after);
+        if shared.done.load(Ordering::Acquire) {
+            let deadline = *stop_at.get_or_insert_with(|| Instant::now() + drain);
+            if out.latencies_us.len() as u64 >= shared.accepted.load(Ordering::Relaxed) || Instant::now() > deadline {
+                return Ok(out);
+            }
+        }
+        if msgs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
 async fn run_level(args: &Args, base: &Arc<Shared>, concurrency: usize) -> Result<serde_json::Value, Error> {
     let shared = Arc::new(Shared {
         target: Target::new(&args.server)?,
         agent_id: base.agent_id.clone(),
+        to: base.to.clone(),
+        accepted: Default::default(),
         auth: base.auth.clone(),
         filler: base.filler.clone(),
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        done: AtomicBool::new(false),
         printed_errors: AtomicU32::new(0),
         run_id: base.run_id ^ (concurrency as u64) << 32,
     });
+    let collector = match (&args.to, &args.to_server) {
+        (Some(to), Some(server)) => Some(tokio::spawn(collect(
+            Target::new(server)?,
+            to.clone(),
+            format!("Basic {}", STANDARD.encode(format!("{to}:{}", args.password))),
+            shared.clone(),
+            Duration::from_secs_f64(args.drain),
+        ))),
+        _ => None,
+    };
     let tasks: Vec<_> = (0..concurrency).map(|n| tokio::spawn(worker(shared.clone(), n))).collect();
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     shared.measuring.store(true, Ordering::Relaxed);
@@ -265,6 +362,33 @@ async fn run_level(args: &Args, base: &Arc<Shared>, concurrency: usize) -> Resul
     }
     lat.sort_unstable();
     let ok = lat.len() as u64;
+    shared.done.store(true, Ordering::Release);
+    if let Some(c) = collector {
+        let a = c.await.map_err(|e| e.to_string())??;
+        let mut e2e: Vec<u32> = a.latencies_us.iter().map(|&u| u.min(u32::MAX as u64) as u32).collect();
+        e2e.sort_unstable();
+        let delivered = e2e.len() as u64;
+        // sustained: measured arrivals over the time from the start of measuring to the last one
+        let span = a.last.map(|l| l.duration_since(t0).as_secs_f64()).unwrap_or(f64::NAN).max(elapsed);
+        let row = json!({
+            "label": args.label, "mode": "e2e", "concurrency": concurrency, "accepted": ok, "errors": errors,
+            "delivered": delivered, "lost": ok.saturating_sub(delivered), "duplicates": a.duplicates,
+            "seconds": span, "throughput": delivered as f64 / span, "submit_per_s": ok as f64 / elapsed,
+            "p50_ms": percentile(&e2e, 0.50), "p99_ms": percentile(&e2e, 0.99),
+        });
+        eprintln!(
+            "{:<10} e2e c={:<3} {:>9.1} delivered/s  submit→readable p50 {:>8.2} ms  p99 {:>8.2} ms  \
+             ({delivered}/{ok} arrived, {} lost, {} duplicates)",
+            args.label,
+            concurrency,
+            delivered as f64 / span,
+            percentile(&e2e, 0.50),
+            percentile(&e2e, 0.99),
+            ok.saturating_sub(delivered),
+            a.duplicates,
+        );
+        return Ok(row);
+    }
     let row = json!({
         "label": args.label, "concurrency": concurrency, "ok": ok, "errors": errors,
         "seconds": elapsed, "throughput": ok as f64 / elapsed,
@@ -287,13 +411,19 @@ async fn main() -> Result<(), Error> {
     let target = Target::new(&args.server)?;
     let agent_id = format!("{}@{}", args.agent, args.domain);
     register(&target, &agent_id, &args.password).await?;
+    if let (Some(to), Some(server)) = (&args.to, &args.to_server) {
+        register(&Target::new(server)?, to, &args.password).await?;
+    }
     let base = Arc::new(Shared {
+        to: args.to.clone().unwrap_or_else(|| agent_id.clone()),
+        accepted: Default::default(),
         target,
         auth: format!("Basic {}", STANDARD.encode(format!("{agent_id}:{}", args.password))),
         agent_id,
         filler: "x".repeat(args.body_size),
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        done: AtomicBool::new(false),
         printed_errors: AtomicU32::new(0),
         run_id: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
     });
