@@ -9,8 +9,8 @@
 # scripts/test.sh's wasm phases.
 #
 # Environment: CARGO_TARGET_DIR; ATP_NPM_BUILD=small|stable|auto (scripts/build-npm.sh);
-# ATP_REF_PYTHON; ATP_NPM_REQUIRE_DELIVERY=1 fails instead of skipping the two-server test when
-# atp-native does not deliver across domains.
+# ATP_REF_PYTHON; ATP_NPM_WORKERD=0 (no Miniflare); ATP_NPM_REQUIRE_DELIVERY=0 skips instead of
+# failing the two-server test when the atp build does not deliver across domains.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

@@ -4,8 +4,10 @@
 #   api.mjs          entry points (ESM/CommonJS), AtpError, the reference's signature vectors, tools
 #   single.mjs       one server: register, send, recv (cursor, wait), errors; SDK signature <->
 #                    atp-native <-> the reference implementation; TLS
-#   two-servers.mjs  alpha.test -> beta.test delivery, signature verified by bob (SKIPPED while
-#                    atp-native has no delivery engine, unless ATP_NPM_REQUIRE_DELIVERY=1)
+#   two-servers.mjs  alpha.test -> beta.test delivery, signature verified by bob
+#                    (ATP_NPM_REQUIRE_DELIVERY=0: skipped for an atp build without delivery)
+#   doh-bind.mjs     DNS over HTTPS against BIND (named): discovery, records, verify (skipped
+#                    without named)
 #   example.ts       tsc --strict (ESM and CommonJS typings), then run against a server
 #   workerd.mjs      the Workers entry in workerd (Miniflare) against a server; ATP_NPM_WORKERD=0 skips
 #                    it (it installs miniflare, ~165 MB with workerd)
@@ -53,7 +55,7 @@ cd "$WORK"
 echo '{ "name": "atp-npm-test", "private": true, "type": "module" }' > package.json
 DEPS=("$TGZ" "$TYPESCRIPT" "$TYPES_NODE")
 [[ "${ATP_NPM_WORKERD:-1}" == 0 ]] || DEPS+=("$MINIFLARE")
-echo "== npm install ${DEPS[*]##*/}"
+echo "== npm install $(basename "$TGZ") ${DEPS[*]:1}"
 npm install --no-audit --no-fund --silent "${DEPS[@]}"
 
 echo "== node api.mjs"
@@ -62,6 +64,8 @@ echo "== node single.mjs"
 node single.mjs
 echo "== node two-servers.mjs (NODE_TLS_REJECT_UNAUTHORIZED=0)"
 NODE_TLS_REJECT_UNAUTHORIZED=0 NODE_NO_WARNINGS=1 node two-servers.mjs
+echo "== node doh-bind.mjs (BIND)"
+node doh-bind.mjs
 echo "== tsc (strict; example.ts as ESM, example-cjs.cts as CommonJS)"
 npx --no-install tsc -p tsconfig.json
 echo "== node example-run.mjs"
