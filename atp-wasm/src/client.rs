@@ -5,7 +5,8 @@
 //!
 //! * Server addresses are read as the CLI reads `--server` ([`ServerUrl::parse`]).
 //! * Short agent names (no `@`) are completed with the server's domain, learnt once from
-//!   `GET health` (the reference's CLI and SDK refuse short names, protocol.md §12 item 21).
+//!   `GET health` (the reference's CLI and SDK refuse short names, protocol.md §12 item 21); the
+//!   agent's own id must be of that domain, as in atp's CLI.
 //! * `recv` keeps the `after_id` cursor in the client, as the reference SDK does (protocol.md §10):
 //!   the server never deletes anything, so the cursor is what makes a message arrive once.
 //! * Every failure is one [`ClientError`]: the HTTP status and the server's `error_code` when the
@@ -114,10 +115,11 @@ impl ClientError {
     }
 }
 
-/// A server address, read as the CLI reads `--server` (protocol.md §9): `example.com` →
-/// `https://example.com:7443`, `host:port`, `https://…`, `http://…`. The path is dropped and the
-/// default port is 7443 for both schemes, as in the reference; unlike the reference, IPv6
-/// literals work (`[::1]:7443`, `https://[::1]`).
+/// A server address, read exactly as the CLI (`atp --server`, atp-native) reads it: `host`,
+/// `host:port`, `https://host[:port][/]`, `http://host[:port][/]`, where host is a DNS name, an IPv4
+/// address or a bracketed IPv6 address (`[::1]:7443`); `example.com` → `https://example.com:7443`.
+/// The default port is 7443 for both schemes, as in the reference (protocol.md §9). Unlike the
+/// reference, a path is refused instead of silently dropped, and IPv6 literals work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerUrl {
     /// `https` (true) or `http`.
@@ -136,38 +138,43 @@ impl ServerUrl {
             (true, &s[8..])
         } else if lower.starts_with("http://") {
             (false, &s[7..])
-        } else if lower.contains("://") {
-            return Err(bad("only http:// and https:// are supported"));
+        } else if s.contains("://") {
+            return Err(bad("only https:// and http:// are supported"));
         } else {
             (true, s)
         };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if authority.contains('@') {
-            return Err(bad("credentials do not belong in the address"));
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#']) {
+            return Err(bad("give only the server's address (host or host:port), without a path"));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (addr, after) = v6.split_once(']').ok_or_else(|| bad("unterminated '['"))?;
-            addr.parse::<Ipv6Addr>().map_err(|_| bad("not an IPv6 address inside [ ]"))?;
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?),
-            };
-            (addr.to_ascii_lowercase(), port)
-        } else if authority.parse::<Ipv6Addr>().is_ok() {
-            (authority.to_ascii_lowercase(), None)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_ascii_lowercase(), Some(p)),
-                None => (authority.to_ascii_lowercase(), None),
-            }
-        };
-        if host.is_empty() {
+        if authority.contains('@') {
+            return Err(bad("credentials do not belong in the address (use the password option)"));
+        }
+        if authority.is_empty() {
             return Err(bad("no host"));
         }
-        if host.parse::<IpAddr>().is_err() && crate::records::normalize_hostname(&host).is_none() {
-            return Err(bad("not a host name"));
-        }
-        let host = host.strip_suffix('.').unwrap_or(&host).to_owned();
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (addr, after) = v6.split_once(']').ok_or_else(|| bad("missing ']' after the IPv6 address"))?;
+            let ip: Ipv6Addr = addr.parse().map_err(|_| bad("not an IPv6 address inside [...]"))?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| bad("expected ':port' after ']'"))?),
+            };
+            (ip.to_string(), port)
+        } else if authority.matches(':').count() > 1 {
+            return Err(bad("IPv6 addresses need brackets, e.g. [::1]:7443"));
+        } else {
+            let (host, port) = match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            };
+            let host = if host.parse::<IpAddr>().is_ok() {
+                host.to_owned()
+            } else {
+                crate::records::normalize_hostname(host).ok_or_else(|| bad("not a valid host name"))?
+            };
+            (host, port)
+        };
         let port = match port {
             None => DEFAULT_PORT,
             Some(p) => Some(p)
@@ -366,10 +373,20 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
         self.password.as_deref().ok_or_else(|| ClientError::invalid("no password given"))
     }
 
-    /// The agent's full id (completing a short name with the server's domain).
+    /// The agent's full id: a short name completed with the server's domain, and, as the CLI does,
+    /// refused when its domain is not the server's (the server would take the message for a
+    /// transfer from another server and refuse it with a confusing signature error).
     pub async fn agent_id(&self) -> Result<AgentId, ClientError> {
         let name = self.agent_name()?.to_owned();
-        self.complete(&name).await
+        let domain = self.domain().await?;
+        let id = AgentId::parse_or_complete(name.trim(), &domain)
+            .map_err(|e| ClientError::invalid(format!("invalid agent id '{}': {e}", clip(&name))))?;
+        if id.domain() != domain {
+            return Err(ClientError::invalid(format!(
+                "agent {id} does not belong to this server, whose domain is {domain}"
+            )));
+        }
+        Ok(id)
     }
 
     /// `POST register` `{"agent_id","password"}` → `{"status":"registered","agent_id":…}`. The name
@@ -388,8 +405,8 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
 
     /// The message `send` would submit (without sending it).
     pub async fn compose(&self, to: &str, opts: &SendOptions) -> Result<Message, ClientError> {
-        let from = self.agent_id().await?;
         let to = self.complete(to).await?;
+        let from = self.agent_id().await?;
         let payload = match (&opts.payload, &opts.body, &opts.subject) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
                 return Err(ClientError::invalid("give either payload or body/subject, not both"))
@@ -536,33 +553,43 @@ mod tests {
 
     #[test]
     fn server_addresses_as_the_cli_reads_them() {
+        // The forms and refusals of atp-native's `--server` tests (atp-native/src/client.rs).
         let p = |s: &str| ServerUrl::parse(s).map(|u| u.base());
         assert_eq!(p("example.com").unwrap(), "https://example.com:7443");
         assert_eq!(p("Example.COM:8443").unwrap(), "https://example.com:8443");
         assert_eq!(p("https://example.com").unwrap(), "https://example.com:7443");
-        assert_eq!(p("HTTPS://example.com:9/some/path?x#y").unwrap(), "https://example.com:9");
+        assert_eq!(p("HTTPS://Example.COM:9/").unwrap(), "https://example.com:9");
+        assert_eq!(p("http://example.com").unwrap(), "http://example.com:7443");
         assert_eq!(p("http://127.0.0.1:17601/").unwrap(), "http://127.0.0.1:17601");
-        assert_eq!(p("http://localhost").unwrap(), "http://localhost:7443");
+        assert_eq!(p(" 127.0.0.1:17601 ").unwrap(), "https://127.0.0.1:17601");
+        assert_eq!(p("localhost:1").unwrap(), "https://localhost:1");
         assert_eq!(p("  atp.example.com.  ").unwrap(), "https://atp.example.com:7443");
         assert_eq!(p("[::1]:17601").unwrap(), "https://[::1]:17601");
-        assert_eq!(p("https://[2001:DB8::1]").unwrap(), "https://[2001:db8::1]:7443");
-        assert_eq!(p("::1").unwrap(), "https://[::1]:7443");
+        assert_eq!(p("[::1]").unwrap(), "https://[::1]:7443");
+        assert_eq!(p("https://[2001:DB8::1]:8443").unwrap(), "https://[2001:db8::1]:8443");
         assert_eq!(p("example.com:07443").unwrap(), "https://example.com:7443");
         for bad in [
             "",
             "https://",
             "ftp://example.com",
-            "example.com:",
             "example.com:0",
             "example.com:65536",
+            "example.com:abc",
+            "example.com:",
             "example.com:+80",
-            "example.com:x",
+            "example.com/path",
+            "https://example.com/.well-known/atp/v1",
+            "example.com?x=1",
             "user:pw@example.com",
-            "[::1",
-            "[::1]x",
-            "[nothost]:1",
             "exa mple.com",
+            "-bad.example",
             "bücher.example",
+            "::1",
+            "::1:7443",
+            "[::1",
+            "[::1]7443",
+            "[nope]:1",
+            "[127.0.0.1]:1",
         ] {
             let e = ServerUrl::parse(bad).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Invalid, "{bad:?}");
@@ -623,18 +650,19 @@ mod tests {
     }
 
     #[test]
-    fn full_ids_need_no_health_and_payload_is_passed_through() {
+    fn payload_is_passed_through_and_the_agent_must_be_local() {
         let c = Client::new(
-            Mock::with(vec![Ok(HttpResponse::json(202, r#"{"status":"accepted"}"#))]),
+            Mock::with(vec![health(), Ok(HttpResponse::json(202, r#"{"status":"accepted"}"#))]),
             "http://h.test",
             Some("Alice@Alpha.test"),
             Some("pw"),
         )
         .unwrap();
+        assert_eq!(c.known_agent_id().unwrap().to_string(), "alice@alpha.test");
         let payload: Value = serde_json::from_str(r#"{"n":12345678901234567890,"x":1e-05}"#).unwrap();
         let r =
             block_on(c.send("bob@beta.test", &SendOptions { payload: Some(payload), ..Default::default() })).unwrap();
-        let sent = c.io().requests.borrow()[0].body.clone();
+        let sent = c.io().requests.borrow()[1].body.clone();
         assert!(String::from_utf8(sent).unwrap().contains(r#""payload":{"n":12345678901234567890,"x":1e-05}"#));
         assert_eq!(r.message.from, "alice@alpha.test");
         let both = SendOptions { payload: Some(Value::Null), body: Some("x".into()), ..Default::default() };
@@ -642,6 +670,14 @@ mod tests {
         let subject_only =
             block_on(c.compose("b@c.d", &SendOptions { subject: Some("s".into()), ..Default::default() }));
         assert_eq!(subject_only.unwrap().payload, serde_json::json!({"subject": "s"}));
+
+        // An agent of another domain is refused before anything is submitted.
+        let foreign = Client::new(Mock::with(vec![health()]), "h.test", Some("eve@beta.test"), Some("pw")).unwrap();
+        let e = block_on(foreign.send("bob", &SendOptions::default())).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        assert_eq!(e.message, "agent eve@beta.test does not belong to this server, whose domain is alpha.test");
+        assert_eq!(block_on(foreign.recv(&RecvOptions::default())).unwrap_err().kind, ErrorKind::Invalid);
+        assert_eq!(foreign.io().requests.borrow().len(), 1, "only health");
     }
 
     #[test]

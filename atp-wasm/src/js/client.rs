@@ -24,14 +24,16 @@ export type FetchLike = (
 export interface AtpClientOptions {
   /**
    * The agent: `name@domain`, or a short `name` that is completed with the server's domain (read once
-   * from `GET /.well-known/atp/v1/health`). Needed by `register`, `send` and `recv`.
+   * from `GET /.well-known/atp/v1/health`). It must be an agent of that server's domain. Needed by
+   * `register`, `send` and `recv`.
    */
   agentId?: string;
   /** The agent's password (HTTP Basic credential). Needed by `register`, `send` and `recv`. */
   password?: string;
   /**
    * The agent's own server, as the CLI's `--server`: `example.com` (→ `https://example.com:7443`),
-   * `host:port`, `https://host[:port]`, `http://host[:port]`. The default port is 7443.
+   * `host:port`, `https://host[:port]`, `http://host[:port]`, IPv6 in brackets (`[::1]:7443`); no
+   * path. The default port is 7443.
    */
   server: string;
   /**
