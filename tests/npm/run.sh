@@ -8,6 +8,8 @@
 #                    (ATP_NPM_REQUIRE_DELIVERY=0: skipped for an atp build without delivery)
 #   doh-bind.mjs     DNS over HTTPS against BIND (named): discovery, records, verify (skipped
 #                    without named)
+#   browser.mjs      the browser entry (web.js, init()) in headless Chromium, AtpClient against a
+#                    server (skipped without Chromium)
 #   example.ts       tsc --strict (ESM and CommonJS typings), then run against a server
 #   workerd.mjs      the Workers entry in workerd (Miniflare) against a server; ATP_NPM_WORKERD=0 skips
 #                    it (it installs miniflare, ~165 MB with workerd)
@@ -66,6 +68,8 @@ echo "== node two-servers.mjs (NODE_TLS_REJECT_UNAUTHORIZED=0)"
 NODE_TLS_REJECT_UNAUTHORIZED=0 NODE_NO_WARNINGS=1 node two-servers.mjs
 echo "== node doh-bind.mjs (BIND)"
 node doh-bind.mjs
+echo "== node browser.mjs (headless Chromium)"
+node browser.mjs
 echo "== tsc (strict; example.ts as ESM, example-cjs.cts as CommonJS)"
 npx --no-install tsc -p tsconfig.json
 echo "== node example-run.mjs"
