@@ -87,8 +87,8 @@ wasm-bindgen --target nodejs --out-dir "$OUT/bindgen/node" "$OUT/bindgen/atp_was
 cmp -s "$OUT/bindgen/web/atp_wasm_bg.wasm" "$OUT/bindgen/node/atp_wasm_bg.wasm" ||
   die "the web and nodejs targets produced different .wasm files; one file cannot serve both"
 
-log "wasm-opt -Oz (binaryen $("$WASM_OPT" --version | awk '{print $3}'))"
-"$WASM_OPT" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+log "wasm-opt -Oz --converge (binaryen $("$WASM_OPT" --version | awk '{print $3}'))"
+"$WASM_OPT" -Oz --converge --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   "$OUT/bindgen/web/atp_wasm_bg.wasm" -o "$PKG/wasm/atp_wasm_bg.wasm"
 cp "$OUT/bindgen/web/atp_wasm.js" "$PKG/wasm/atp_wasm.js"

@@ -38,10 +38,10 @@ use std::net::IpAddr;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::svcb::{Alpn, IpHint, SvcParamKey};
 use hickory_proto::rr::rdata::{A, AAAA, SRV};
-use hickory_proto::rr::{Label, Name, RecordType};
+use hickory_proto::rr::{Label, Name};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use crate::env::{DnsError, Resolver};
@@ -53,6 +53,17 @@ pub const DNS_MESSAGE: &str = "application/dns-message";
 
 /// Largest answer accepted (a DNS message is at most 65535 bytes).
 pub const MAX_MESSAGE_LEN: usize = 65_535;
+
+// RR TYPE codes, compared as numbers: hickory's `RecordType` conversions match on every type it
+// knows, which would put all of them into the wasm module.
+const TYPE_A: u16 = 1;
+const TYPE_CNAME: u16 = 5;
+const TYPE_TXT: u16 = 16;
+const TYPE_AAAA: u16 = 28;
+const TYPE_SRV: u16 = 33;
+const TYPE_SVCB: u16 = 64;
+/// CLASS IN.
+const CLASS_IN: u16 = 1;
 
 /// The record types ATP looks up (protocol.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +94,14 @@ impl QueryType {
             .find(|t| t.as_str().eq_ignore_ascii_case(name))
     }
 
-    fn record_type(self) -> RecordType {
+    /// The RR TYPE code (RFC 1035 §3.2.2, RFC 3596, RFC 2782, RFC 9460).
+    pub fn code(self) -> u16 {
         match self {
-            QueryType::A => RecordType::A,
-            QueryType::Aaaa => RecordType::AAAA,
-            QueryType::Txt => RecordType::TXT,
-            QueryType::Srv => RecordType::SRV,
-            QueryType::Svcb => RecordType::SVCB,
+            QueryType::A => TYPE_A,
+            QueryType::Aaaa => TYPE_AAAA,
+            QueryType::Txt => TYPE_TXT,
+            QueryType::Srv => TYPE_SRV,
+            QueryType::Svcb => TYPE_SVCB,
         }
     }
 }
@@ -150,7 +162,10 @@ pub fn encode_query(name: &str, qtype: QueryType) -> Result<Vec<u8>, DnsError> {
     let mut enc = BinEncoder::new(&mut buf);
     let failed = |_| dns_err(name, "cannot encode the query");
     header.emit(&mut enc).map_err(failed)?;
-    Query::query(qname, qtype.record_type()).emit(&mut enc).map_err(failed)?;
+    // The question (RFC 1035 §4.1.2): QNAME, QTYPE, QCLASS.
+    qname.emit(&mut enc).map_err(failed)?;
+    enc.emit_u16(qtype.code()).map_err(failed)?;
+    enc.emit_u16(CLASS_IN).map_err(failed)?;
     Ok(buf)
 }
 
@@ -269,14 +284,15 @@ pub fn decode_response(name: &str, qtype: QueryType, wire: &[u8]) -> Result<Vec<
         rc => return Err(dns_err(name, format!("DNS error {}", u16::from(rc)))),
     }
     for _ in 0..header.counts.queries {
-        Query::read(&mut r.d).map_err(|_| dns_err(name, MALFORMED))?;
+        // QNAME, QTYPE, QCLASS: skipped.
+        r.name().and_then(|_| r.bytes(4)).ok_or_else(|| dns_err(name, MALFORMED))?;
     }
     let mut owners = vec![qname];
     let mut out = Vec::new();
     for _ in 0..header.counts.answers {
         let record = (|| {
             let owner = canonical(&r.name()?);
-            let rtype = RecordType::from(r.u16()?);
+            let rtype = r.u16()?;
             let _class = r.u16()?;
             let _ttl = r.bytes(4)?;
             let len = usize::from(r.u16()?);
@@ -297,7 +313,7 @@ pub fn decode_response(name: &str, qtype: QueryType, wire: &[u8]) -> Result<Vec<
         };
         let bad = || dns_err(name, MALFORMED);
         let answer = match (rtype, qtype) {
-            (RecordType::CNAME, _) => {
+            (TYPE_CNAME, _) => {
                 let mut d = at_rdata().ok_or_else(bad)?;
                 let target = canonical(&Name::read(&mut d).map_err(|_| bad())?);
                 if owners.len() <= 16 && !owners.contains(&target) {
@@ -305,9 +321,9 @@ pub fn decode_response(name: &str, qtype: QueryType, wire: &[u8]) -> Result<Vec<
                 }
                 continue;
             }
-            (RecordType::TXT, QueryType::Txt) => Answer::Txt(txt(rdata).ok_or_else(bad)?),
-            (RecordType::SVCB, QueryType::Svcb) => Answer::Svcb(svcb(rdata).ok_or_else(bad)?),
-            (RecordType::SRV, QueryType::Srv) => {
+            (TYPE_TXT, QueryType::Txt) => Answer::Txt(txt(rdata).ok_or_else(bad)?),
+            (TYPE_SVCB, QueryType::Svcb) => Answer::Svcb(svcb(rdata).ok_or_else(bad)?),
+            (TYPE_SRV, QueryType::Srv) => {
                 let mut d = at_rdata().ok_or_else(bad)?;
                 let s = SRV::read(&mut d).map_err(|_| bad())?;
                 Answer::Srv(SrvRecord {
@@ -317,10 +333,10 @@ pub fn decode_response(name: &str, qtype: QueryType, wire: &[u8]) -> Result<Vec<
                     target: canonical(&s.target),
                 })
             }
-            (RecordType::A, QueryType::A) => {
+            (TYPE_A, QueryType::A) => {
                 Answer::Ip(IpAddr::V4(A::read(&mut BinDecoder::new(rdata)).map_err(|_| bad())?.0))
             }
-            (RecordType::AAAA, QueryType::Aaaa) => {
+            (TYPE_AAAA, QueryType::Aaaa) => {
                 Answer::Ip(IpAddr::V6(AAAA::read(&mut BinDecoder::new(rdata)).map_err(|_| bad())?.0))
             }
             _ => continue,
@@ -402,9 +418,10 @@ mod tests {
     use crate::http::HttpError;
     use crate::records::svcb::{discover, DiscoveryError, Endpoint};
     use futures::executor::block_on;
-    use hickory_proto::op::Message;
+    use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::rdata::svcb::{Alpn, EchConfigList, IpHint, Mandatory, SvcParamValue, SVCB};
     use hickory_proto::rr::rdata::{CNAME, TXT};
+    use hickory_proto::rr::RecordType;
     use hickory_proto::rr::{RData, Record};
     use std::cell::RefCell;
     use std::collections::HashMap;
