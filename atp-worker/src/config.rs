@@ -76,10 +76,8 @@ pub fn parse_domain_key(text: &str) -> Result<DomainKey, String> {
     let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
         .decode(unpadded)
         .map_err(|e| format!("neither a PKCS#8 PEM nor base64: {e}"))?;
-    let seed: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("a raw Ed25519 seed is 32 bytes, got {}", bytes.len()))?;
+    let seed: [u8; 32] =
+        bytes.as_slice().try_into().map_err(|_| format!("a raw Ed25519 seed is 32 bytes, got {}", bytes.len()))?;
     Ok(DomainKey::from_seed(&seed))
 }
 
@@ -207,10 +205,7 @@ mod tests {
         assert_eq!(parse_domain_key(&pem).unwrap().public_key(), key.public_key());
         assert_eq!(parse_domain_key(&format!("  {}\n", seed_b64(&[9; 32]))).unwrap().public_key(), key.public_key());
         let urlsafe = seed_b64(&[0xfb; 32]).replace('+', "-").replace('/', "_").replace('=', "");
-        assert_eq!(
-            parse_domain_key(&urlsafe).unwrap().public_key(),
-            DomainKey::from_seed(&[0xfb; 32]).public_key()
-        );
+        assert_eq!(parse_domain_key(&urlsafe).unwrap().public_key(), DomainKey::from_seed(&[0xfb; 32]).public_key());
         assert!(parse_domain_key("c2hvcnQ=").unwrap_err().contains("32 bytes"));
         assert!(parse_domain_key("-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----").is_err());
         assert!(parse_domain_key("not base64!").is_err());

@@ -160,9 +160,9 @@ impl<K: Kv, T: HttpTransport + Clone> Relay<K, T> {
         let mut msg = Message::parse(entry.message.as_bytes()).map_err(|e| {
             Failure::before_answer(Outcome::Permanent, "554 5.6.0", format!("stored message unreadable: {e}"))
         })?;
-        sign_message(&mut msg, &self.cfg.key, &self.cfg.selector, &self.cfg.domain, self.clock.now()).map_err(
-            |e| Failure::before_answer(Outcome::Permanent, "554 5.6.0", format!("message cannot be signed: {e}")),
-        )?;
+        sign_message(&mut msg, &self.cfg.key, &self.cfg.selector, &self.cfg.domain, self.clock.now()).map_err(|e| {
+            Failure::before_answer(Outcome::Permanent, "554 5.6.0", format!("message cannot be signed: {e}"))
+        })?;
         let endpoints = discover(&self.resolver, &entry.domain).await.map_err(|e| match e {
             DiscoveryError::Dns(e) => Failure::before_answer(Outcome::Temporary, "451 4.4.3", e.to_string()),
             e => Failure::before_answer(Outcome::Permanent, "550 5.1.2", e.to_string()),
@@ -186,7 +186,9 @@ impl<K: Kv, T: HttpTransport + Clone> Relay<K, T> {
                                 outcome,
                                 status: Some(status),
                                 error_code: text("error_code").unwrap_or_default(),
-                                error: text("error").or_else(|| text("detail")).unwrap_or_else(|| format!("HTTP {status}")),
+                                error: text("error")
+                                    .or_else(|| text("detail"))
+                                    .unwrap_or_else(|| format!("HTTP {status}")),
                                 out_of_budget: false,
                             })
                         }

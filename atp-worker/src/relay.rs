@@ -198,9 +198,12 @@ fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn int_param(q: &[(String, String)], name: &str, default: i64) -> R<i64> {
     match param(q, name) {
         None => Ok(default),
-        Some(v) => v.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            reject(400, ErrorCode::BadRequest, format!("'{name}' must be a non-negative integer"))
-        }),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| reject(400, ErrorCode::BadRequest, format!("'{name}' must be a non-negative integer"))),
     }
 }
 
@@ -523,14 +526,15 @@ impl<K: Kv, T: HttpTransport + Clone> Relay<K, T> {
                     return Err(reject(451, ErrorCode::TempFailure, "Source address unknown, retry later")
                         .with("details", "no CF-Connecting-IP header"));
                 };
-                let a = pipeline::verify_remote(inbound, source, &self.inbound, now, &self.resolver, &self.stores)
-                    .await?;
+                let a =
+                    pipeline::verify_remote(inbound, source, &self.inbound, now, &self.resolver, &self.stores).await?;
                 inc(if a.ats == AtsVerdict::Pass { &stats.ats_pass } else { &stats.ats_neutral });
                 inc(&stats.atk_pass);
                 a
             }
         };
-        let accepted_body = || json_response(202, &json!({"status": "accepted", "nonce": accepted.message.nonce, "timestamp": now}));
+        let accepted_body =
+            || json_response(202, &json!({"status": "accepted", "nonce": accepted.message.nonce, "timestamp": now}));
         if accepted.duplicate {
             inc(&stats.duplicates);
             return Ok(accepted_body().into());

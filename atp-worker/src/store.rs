@@ -192,7 +192,9 @@ impl<K: Kv> Stores<K> {
                 }
             }
         }
-        let values = futures_util::future::join_all(ids.iter().map(|id| self.mail.get_owned(layout::inbox_key(agent, *id)))).await;
+        let values =
+            futures_util::future::join_all(ids.iter().map(|id| self.mail.get_owned(layout::inbox_key(agent, *id))))
+                .await;
         let mut out = Vec::with_capacity(ids.len());
         for (id, value) in ids.into_iter().zip(values) {
             match value? {
@@ -249,7 +251,8 @@ impl<K: Kv> Stores<K> {
         let mut out = Vec::new();
         let mut cursor = None;
         loop {
-            let page = self.queue.list(layout::QUEUE_PREFIX, cursor, (max as u32).clamp(1, crate::kv::MAX_PAGE)).await?;
+            let page =
+                self.queue.list(layout::QUEUE_PREFIX, cursor, (max as u32).clamp(1, crate::kv::MAX_PAGE)).await?;
             for k in page.keys {
                 match layout::parse_queue_key(&k.name) {
                     Some((due, _)) if due <= now => out.push(k.name),
