@@ -322,6 +322,28 @@ try {
     expectRefusal(await transferToWorker("{"), 400, "550 5.6.0");
   });
 
+  await step("argon2id at the default cost (19456 KiB, t=2) in workerd", async () => {
+    report.baseline = await h.baselineColdStart();
+    const w2 = await h.startWorker({
+      buildDir: BUILD,
+      port: await h.freePort(),
+      bindings: { DOMAIN: "cost.test", DOMAIN_KEY: relayKey.seedB64, DOH_URL: bridge.url },
+    });
+    const u = (p) => `${w2.url}${API}/${p}`;
+    let t = performance.now();
+    const r = await h.call(w2.mf, u("register"), { method: "POST", body: { agent_id: "amy", password: "pw" } });
+    report.argon2HashMs = performance.now() - t;
+    assert.equal(r.status, 201, r.text);
+    const auth = { authorization: h.basic("amy@cost.test", "pw") };
+    t = performance.now();
+    assert.equal((await h.call(w2.mf, u("messages"), { headers: auth })).status, 200);
+    report.argon2VerifyMs = performance.now() - t;
+    t = performance.now();
+    assert.equal((await h.call(w2.mf, u("messages"), { headers: auth })).status, 200);
+    report.cachedAuthMs = performance.now() - t;
+    await w2.mf.dispose();
+  });
+
   await step("admin routes, errors as JSON", async () => {
     expectRefusal(await h.call(mf, wurl("stats")), 401, "535 5.7.8");
     expectRefusal(await h.call(mf, wurl("stats"), { headers: { authorization: "Bearer nope" } }), 403, "550 5.7.0");
@@ -349,6 +371,16 @@ if (report.coldStart) {
   console.log(
     `   cold start in Miniflare: ready ${c.readyMs.toFixed(0)} ms, first response ${c.firstResponseMs.toFixed(0)} ms ` +
       `(total ${c.totalMs.toFixed(0)} ms)`,
+  );
+}
+if (report.baseline) {
+  const b = report.baseline;
+  console.log(`   (a trivial JS worker: ready ${b.readyMs.toFixed(0)} ms, first response ${b.firstResponseMs.toFixed(0)} ms)`);
+}
+if (report.argon2HashMs) {
+  console.log(
+    `   argon2id default cost in workerd: register ${report.argon2HashMs.toFixed(0)} ms, first recv (verify) ` +
+      `${report.argon2VerifyMs.toFixed(0)} ms, cached credential ${report.cachedAuthMs.toFixed(0)} ms`,
   );
 }
 const wasm = path.join(BUILD, "atp_worker_bg.wasm");
