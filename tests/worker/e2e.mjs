@@ -341,7 +341,6 @@ try {
     t = performance.now();
     assert.equal((await h.call(w2.mf, u("messages"), { headers: auth })).status, 200);
     report.cachedAuthMs = performance.now() - t;
-    await w2.mf.dispose();
   });
 
   await step("admin routes, errors as JSON", async () => {
