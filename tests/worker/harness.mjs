@@ -53,8 +53,11 @@ export async function freePort() {
   }
 }
 
+/** A temporary directory, removed by `stopAll()` unless ATP_KEEP_TMP is set (logs for debugging). */
 export function tmpdir(name) {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `atp-worker-${name}-`));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `atp-worker-${name}-`));
+  if (!process.env.ATP_KEEP_TMP) cleanups.unshift(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 async function waitFor(what, check, timeoutMs = 30000, stepMs = 50) {
