@@ -1,11 +1,57 @@
 //! Ed25519 domain keys (protocol.md §4, §8.7): generation, the reference's file formats (PKCS#8 PEM
 //! private key, SubjectPublicKeyInfo PEM public key) and the raw 32-byte public key in padded
 //! standard base64 that ATK records publish.
+//!
+//! The DER of Ed25519 keys is fixed apart from the key bytes (RFC 8410 §7, §10), so it is written
+//! and read here directly instead of through the `pkcs8`/`der`/`pem` crates, which would add a third
+//! to the npm package's wasm. Private keys are written as PKCS#8 v2 (`OneAsymmetricKey` with the
+//! public key, RFC 5958), byte for byte what those crates write; PKCS#8 v1 (the 48-byte form Python's
+//! `cryptography` writes, so the reference's keys) and v2 are read.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+
+/// `SEQUENCE { INTEGER 0|1, AlgorithmIdentifier { id-Ed25519 }, OCTET STRING { OCTET STRING (32) } … }`:
+/// the bytes after the outer SEQUENCE header, up to the seed (RFC 8410 §7).
+const PKCS8_ALGORITHM_AND_SEED: [u8; 11] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+/// `[1] IMPLICIT BIT STRING (33)` holding the public key in PKCS#8 v2 (RFC 5958).
+const PKCS8_PUBLIC_KEY: [u8; 3] = [0x81, 0x21, 0x00];
+/// `SubjectPublicKeyInfo { AlgorithmIdentifier { id-Ed25519 }, BIT STRING (33) }` up to the key (RFC 8410 §4).
+const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+/// Longest PEM text read (a key is ~120 characters).
+const MAX_PEM_LEN: usize = 16 * 1024;
+
+/// The DER inside a PEM block labelled `label` (RFC 7468: no headers, base64 in any line layout).
+fn pem_decode(pem: &str, label: &str) -> Result<Vec<u8>, String> {
+    if pem.len() > MAX_PEM_LEN {
+        return Err("PEM text too long".into());
+    }
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = pem
+        .trim()
+        .strip_prefix(&begin)
+        .and_then(|rest| rest.strip_suffix(&end))
+        .ok_or_else(|| format!("expected a PEM block labelled '{label}'"))?;
+    if body.contains(':') || body.contains('-') {
+        return Err("PEM headers or nested blocks are not allowed".into());
+    }
+    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    STANDARD.decode(b64).map_err(|e| format!("PEM base64: {e}"))
+}
+
+/// A PEM block: base64 in 64-character lines, LF line ends (RFC 7468 §2).
+fn pem_encode(der: &[u8], label: &str) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
 
 /// Why a key could not be read or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,17 +91,54 @@ impl DomainKey {
         DomainKey { signing: SigningKey::from_bytes(seed) }
     }
 
-    /// Reads an unencrypted PKCS#8 PEM private key (`keys/<selector>.key`).
+    /// Reads an unencrypted PKCS#8 PEM private key (`keys/<selector>.key`): v1 (RFC 8410 §7) or
+    /// v2 with the public key, which must then match the seed (RFC 5958).
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
-        SigningKey::from_pkcs8_pem(pem).map(|signing| DomainKey { signing }).map_err(|e| KeyError::Pkcs8(e.to_string()))
+        let der = pem_decode(pem, "PRIVATE KEY").map_err(KeyError::Pkcs8)?;
+        Self::from_pkcs8_der(&der)
     }
 
-    /// Writes the private key as unencrypted PKCS#8 PEM, as the reference does.
+    /// Reads the DER of an unencrypted Ed25519 PKCS#8 private key (see [`DomainKey::from_pkcs8_pem`]).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
+        let bad = |why: &str| KeyError::Pkcs8(format!("not an Ed25519 PKCS#8 private key: {why}"));
+        let body = match der {
+            [0x30, len, body @ ..] if usize::from(*len) == body.len() && *len < 0x80 => body,
+            _ => return Err(bad("expected a short DER SEQUENCE")),
+        };
+        let (version, rest) = match body {
+            [0x02, 0x01, v @ (0 | 1), rest @ ..] => (*v, rest),
+            _ => return Err(bad("expected version 0 or 1")),
+        };
+        let rest =
+            rest.strip_prefix(&PKCS8_ALGORITHM_AND_SEED[..]).ok_or_else(|| bad("expected algorithm id-Ed25519"))?;
+        let (seed, rest) = rest.split_at_checked(32).ok_or_else(|| bad("truncated seed"))?;
+        let key = DomainKey::from_seed(seed.try_into().map_err(|_| bad("truncated seed"))?);
+        match rest {
+            [] => Ok(key),
+            [a, b, c, public @ ..] if version == 1 && [*a, *b, *c] == PKCS8_PUBLIC_KEY && public.len() == 32 => {
+                if public == key.public_key().as_bytes() {
+                    Ok(key)
+                } else {
+                    Err(bad("the public key does not belong to the private key"))
+                }
+            }
+            _ => Err(bad("unexpected trailing data")),
+        }
+    }
+
+    /// The private key as PKCS#8 v2 DER (RFC 5958, with the public key).
+    pub fn to_pkcs8_der(&self) -> Vec<u8> {
+        let mut der = vec![0x30, 0x51, 0x02, 0x01, 0x01];
+        der.extend_from_slice(&PKCS8_ALGORITHM_AND_SEED);
+        der.extend_from_slice(&self.signing.to_bytes());
+        der.extend_from_slice(&PKCS8_PUBLIC_KEY);
+        der.extend_from_slice(self.public_key().as_bytes());
+        der
+    }
+
+    /// Writes the private key as unencrypted PKCS#8 PEM (v2, RFC 5958), which the reference reads.
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
-        self.signing
-            .to_pkcs8_pem(Default::default())
-            .map(|z| z.as_str().to_owned())
-            .map_err(|e| KeyError::Pkcs8(e.to_string()))
+        Ok(pem_encode(&self.to_pkcs8_der(), "PRIVATE KEY"))
     }
 
     /// The public half.
@@ -98,12 +181,20 @@ impl PublicKey {
 
     /// SubjectPublicKeyInfo PEM (`keys/<selector>.pub`).
     pub fn to_spki_pem(&self) -> Result<String, KeyError> {
-        self.0.to_public_key_pem(Default::default()).map_err(|e| KeyError::Spki(e.to_string()))
+        let mut der = SPKI_PREFIX.to_vec();
+        der.extend_from_slice(self.as_bytes());
+        Ok(pem_encode(&der, "PUBLIC KEY"))
     }
 
-    /// Reads a SubjectPublicKeyInfo PEM.
+    /// Reads a SubjectPublicKeyInfo PEM of an Ed25519 key.
     pub fn from_spki_pem(pem: &str) -> Result<Self, KeyError> {
-        VerifyingKey::from_public_key_pem(pem).map(PublicKey).map_err(|e| KeyError::Spki(e.to_string()))
+        let der = pem_decode(pem, "PUBLIC KEY").map_err(KeyError::Spki)?;
+        let raw = der
+            .strip_prefix(&SPKI_PREFIX[..])
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| KeyError::Spki("not an Ed25519 SubjectPublicKeyInfo".into()))?;
+        let bytes: [u8; 32] = raw.try_into().map_err(|_| KeyError::Length(raw.len()))?;
+        Self::from_bytes(&bytes)
     }
 }
 
@@ -147,6 +238,56 @@ mod tests {
         // `cryptography`'s PKCS#8 encoding of an Ed25519 key is the 48-byte RFC 8410 form.
         let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIHktp4gCLH4dWHLnKcu+zG12eA8Dp8Q9AHNw8lndnFym\n-----END PRIVATE KEY-----\n";
         assert_eq!(DomainKey::from_pkcs8_pem(pem).unwrap().public_key().to_b64(), PUB);
+    }
+
+    #[test]
+    fn pem_output_is_byte_for_byte_what_the_pkcs8_crate_wrote() {
+        // Written by ed25519-dalek's pkcs8/pem encoders (the implementation before this one).
+        let k = DomainKey::from_seed(&[7u8; 32]);
+        assert_eq!(
+            k.to_pkcs8_pem().unwrap(),
+            "-----BEGIN PRIVATE KEY-----\nMFECAQEwBQYDK2VwBCIEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH\n\
+             gSEA6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=\n-----END PRIVATE KEY-----\n"
+        );
+        assert_eq!(
+            k.public_key().to_spki_pem().unwrap(),
+            "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=\n-----END PUBLIC KEY-----\n"
+        );
+    }
+
+    #[test]
+    fn pkcs8_reading_is_strict() {
+        let k = DomainKey::from_seed(&seed());
+        let v2 = k.to_pkcs8_der();
+        assert_eq!(v2.len(), 83);
+        // CRLF line ends and another line layout are fine.
+        let b64 = STANDARD.encode(&v2);
+        let crlf =
+            format!("-----BEGIN PRIVATE KEY-----\r\n{}\r\n{}\r\n-----END PRIVATE KEY-----\r\n", &b64[..20], &b64[20..]);
+        assert_eq!(DomainKey::from_pkcs8_pem(&crlf).unwrap().public_key(), k.public_key());
+        // v2 whose public key belongs to another seed.
+        let mut wrong = v2.clone();
+        wrong[82] ^= 1;
+        assert!(DomainKey::from_pkcs8_der(&wrong).unwrap_err().to_string().contains("does not belong"));
+        // v1 with a public key, trailing bytes, another algorithm, truncation.
+        let mut v1_with_pub = v2.clone();
+        v1_with_pub[4] = 0;
+        assert!(DomainKey::from_pkcs8_der(&v1_with_pub).is_err());
+        let mut trailing = v2.clone();
+        trailing.push(0);
+        trailing[1] += 1;
+        assert!(DomainKey::from_pkcs8_der(&trailing).is_err());
+        let mut x25519 = v2.clone();
+        x25519[11] = 0x6e;
+        assert!(DomainKey::from_pkcs8_der(&x25519).is_err());
+        assert!(DomainKey::from_pkcs8_der(&v2[..40]).is_err());
+        assert!(DomainKey::from_pkcs8_der(&[]).is_err());
+        let public_pem = k.public_key().to_spki_pem().unwrap();
+        assert!(DomainKey::from_pkcs8_pem(&public_pem).is_err());
+        let with_header = crlf.replace("-----\r\n", "-----\r\nProc-Type: 4,ENCRYPTED\r\n");
+        assert!(DomainKey::from_pkcs8_pem(&with_header).is_err());
+        assert!(PublicKey::from_spki_pem(&crlf).is_err());
+        assert!(PublicKey::from_spki_pem(&public_pem.replace("MCow", "MCox")).is_err());
     }
 
     #[test]

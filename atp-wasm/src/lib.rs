@@ -18,13 +18,19 @@
 //! | [`sign`] | signing and verifying messages (§4) |
 //! | [`records`] | SVCB, ATS and ATK DNS records (§5) |
 //! | [`env`] | the traits through which the world comes in: resolver, clock, dedup store |
+//! | [`http`] | HTTP requests and responses, and the transport trait a home implements |
+//! | [`client`] | an agent's client of its server: send, recv, register (the npm `AtpClient`) |
+//! | [`doh`] | DNS over HTTPS (RFC 8484): wire-format queries and answers, a `Resolver` over HTTP |
 //! | [`pipeline`] | the inbound verification pipeline for remote transfers (§5.3, §6, design §3) |
 //! | [`retry`] | delivery outcome classes and the backoff schedule (design §3) |
 //! | [`error`] | protocol rejections `(status, error_code, message)` and their JSON shape |
 
 pub mod canonical;
+pub mod client;
+pub mod doh;
 pub mod env;
 pub mod error;
+pub mod http;
 pub mod identity;
 pub mod jcs;
 pub mod keys;
