@@ -46,3 +46,7 @@ if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WB" ||
 fi
 echo "$(wasm-bindgen --version), $(wasm-bindgen-test-runner --version), node $(node --version)," \
   "$(chromium --version 2>/dev/null | head -1), $(chromedriver --version | cut -d' ' -f1-2)"
+
+# The Workers relay's tools (npm: miniflare/workerd, wrangler, binaryen, esbuild; pinned by
+# atp-worker/package-lock.json).
+scripts/install-worker-tools.sh

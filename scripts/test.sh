@@ -5,13 +5,13 @@
 #   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable),
 #   cargo clippy for wasm32, the wasm32 release build of atp-wasm and its JS API from Node
 #   (scripts/js-api-test.mjs), and the wasm-bindgen tests (atp-wasm/tests/web.rs) under Node and in
-#   headless Chromium.
+#   headless Chromium, then the Workers relay end to end in workerd (tests/worker/run.sh).
 # Each phase prints its time; a summary follows at the end (also after a failure).
 #
 # Local shortcuts (any non-empty value):
 #   ATP_SKIP_INSTALL  don't run install-test-deps.sh     ATP_SKIP_LINT     no fmt / clippy
 #   ATP_SKIP_NATIVE   no native cargo test               ATP_SKIP_WASM     no wasm32 phases at all
-#   ATP_SKIP_BROWSER  no Chromium run
+#   ATP_SKIP_BROWSER  no Chromium run                    ATP_SKIP_WORKER   no workerd run
 #   ATP_WASM_TOOLCHAIN=<name>, ATP_FORCE_DEBIAN_WASM=1   choose the wasm toolchain (scripts/wasm-toolchain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -151,7 +151,7 @@ if [[ -n "${ATP_SKIP_LINT:-}" ]]; then
   skip "cargo clippy (wasm32)" ATP_SKIP_LINT
 elif cargo +"$TC" clippy --version >/dev/null 2>&1; then
   phase "cargo clippy (wasm32)" \
-    cargo +"$TC" clippy --target wasm32-unknown-unknown -p atp-wasm --all-targets -- -D warnings
+    cargo +"$TC" clippy --target wasm32-unknown-unknown -p atp-wasm -p atp-worker --all-targets -- -D warnings
 else
   skip "cargo clippy (wasm32)" "no clippy for toolchain $TC; on Debian: apt-get install rust-web-clippy"
 fi
@@ -171,4 +171,12 @@ else
   wait "$chromedriver_pid" 2>/dev/null || true
   chromedriver_pid=""
   rm -f "$chromedriver_log"
+fi
+
+# The Workers relay: built to wasm, run in workerd through Miniflare against a native server and
+# BIND (tests/worker/run.sh; its tools come from scripts/install-worker-tools.sh).
+if [[ -n "${ATP_SKIP_WORKER:-}" ]]; then
+  skip "atp-worker in workerd (Miniflare)" ATP_SKIP_WORKER
+else
+  phase "atp-worker in workerd (Miniflare)" tests/worker/run.sh
 fi
