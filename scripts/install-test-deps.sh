@@ -14,7 +14,8 @@ SUDO=()
 ((EUID == 0)) || SUDO=(sudo)
 
 # rustfmt and clippy for `cargo fmt --check` and `cargo clippy` (normally part of rustup's default profile).
-for c in rustfmt clippy; do
+# rust-src for the size-optimised npm build (scripts/build-npm.sh rebuilds std with panic=immediate-abort).
+for c in rustfmt clippy rust-src; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done
 
@@ -23,6 +24,7 @@ for p in chromium chromium-driver bind9 bind9-dnsutils; do
   dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")
 done
 command -v node >/dev/null || apt_pkgs+=(nodejs)
+command -v npm >/dev/null || apt_pkgs+=(npm)
 if ((${#apt_pkgs[@]})); then
   echo "apt-get install ${apt_pkgs[*]}"
   "${SUDO[@]}" apt-get update -qq
