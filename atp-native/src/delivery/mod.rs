@@ -201,7 +201,9 @@ impl Engine {
             if full_batch {
                 continue;
             }
-            let sleep = match self.st.store.next_due().await {
+            // Until the next row of a domain that is not backing off is due (blocked domains are
+            // looked at again within IDLE_POLL), or a new message / a finished attempt wakes us.
+            let sleep = match self.st.store.next_due(self.blocked(now)).await {
                 Ok(Some(t)) if t > now => Duration::from_secs((t - now) as u64).min(IDLE_POLL),
                 Ok(Some(_)) => Duration::from_millis(100),
                 _ => IDLE_POLL,

@@ -208,13 +208,17 @@ impl Store {
         }
     }
 
-    /// The earliest due time among waiting rows (the engine sleeps until then).
-    pub async fn next_due(&self) -> Result<Option<i64>, DbError> {
-        self.read(|c| {
+    /// The earliest due time among waiting rows of domains not in `blocked` (the engine sleeps
+    /// until then; a blocked domain is looked at again when its backoff ends).
+    pub async fn next_due(&self, blocked: Vec<String>) -> Result<Option<i64>, DbError> {
+        let blocked = serde_json::to_string(&blocked).unwrap_or_else(|_| "[]".into());
+        self.read(move |c| {
             c.query_row(
-                "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM messages WHERE status IN ('queued', 'failed')
-                 UNION ALL SELECT min(lease_until) FROM messages WHERE status = 'delivering')",
-                [],
+                "SELECT min(t) FROM (
+                   SELECT min(next_attempt_at) AS t FROM messages WHERE status IN ('queued', 'failed')
+                     AND coalesce(dest_domain, '') NOT IN (SELECT value FROM json_each(?1))
+                   UNION ALL SELECT min(lease_until) FROM messages WHERE status = 'delivering')",
+                [blocked],
                 |r| r.get(0),
             )
         })
@@ -441,7 +445,8 @@ mod tests {
         let info = store.inspect("q1").await.unwrap().unwrap();
         assert_eq!((info.status.as_str(), info.attempts, info.next_attempt_at), ("failed", 1, Some(500)));
         assert_eq!(info.error.as_deref(), Some("451: down"));
-        assert_eq!(store.next_due().await.unwrap(), Some(100), "q2 (c.test) is due");
+        assert_eq!(store.next_due(vec![]).await.unwrap(), Some(100), "q2 (c.test) is due");
+        assert_eq!(store.next_due(vec!["c.test".into()]).await.unwrap(), Some(500), "q1 (b.test) next");
         // the domain answers again: its waiting rows are due now
         assert_eq!(store.queue(QueueOp::Wake { domain: "b.test".into(), now: 410 }).await.unwrap(), 1);
         let q1 = store.claim(410, 700, 10, vec!["c.test".into()]).await.unwrap();
