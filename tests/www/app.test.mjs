@@ -294,6 +294,16 @@ try {
   await c.waitForFunction(() => document.querySelector('#signin-error').textContent.includes('Cannot reach'));
   ok((await c.textContent('#signin-error')).includes('certificate'), 'an unreachable server mentions the certificate');
   await shot(c, '11-unreachable');
+  // a page from beta's origin may not call alpha (alpha allows no other origin)
+  const d = await newPage(desktop, 'cors');
+  await d.goto(`${betaUrl}/${query}&server=${encodeURIComponent(alphaUrl)}`);
+  await d.waitForSelector('body[data-ready]');
+  await d.fill('#si-agent', 'alice');
+  await d.fill('#si-password', 'pw-alice');
+  await d.click('#signin-submit');
+  await d.waitForSelector('#signin-error:not([hidden])');
+  ok((await d.textContent('#signin-error')).includes(`--cors-origin ${betaUrl}`), 'an origin that is not allowed gets no CORS headers; the error says so');
+  await shot(d, '11b-cors-refused');
 
   // DNS tools
   await a.click('a[data-nav="tools"]');

@@ -5,6 +5,8 @@
 import init, { AtpClient, AtpError, dnsRecords, generateDomainKey, parseAts, resolveAtp, verifyMessage } from './atp-wasm/web.js';
 
 const $ = (id) => document.getElementById(id);
+/** Ends a message with a full stop unless it has one. */
+const sentence = (s) => (/[.!?)]$/.test(s.trim()) ? s.trim() : `${s.trim()}.`);
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -49,15 +51,18 @@ function describeError(e, { server, action } = {}) {
   if (e.status === 401) return { text: `Wrong agent id or password.${code}` };
   if (action === 'register' && e.status === 409) return { text: `This agent is already registered; sign in instead.${code}` };
   if (action === 'register' && e.status === 403) return { text: `The server does not allow registering this agent: ${e.message}${code}` };
-  if (e.kind === 'invalid') return { text: e.message };
-  return { text: `${e.message}${code}` };
+  if (e.kind === 'invalid') return { text: sentence(e.message) };
+  if (e.kind === 'dns') return { text: sentence(`${e.message.replace(/DNS error 5$/, 'the DNS server refused the query (REFUSED)').replace(/DNS error 2$/, 'the DNS server failed (SERVFAIL)')}${code}`) };
+  return { text: sentence(`${e.message}${code}`) };
 }
 
 /** Browsers do not say why a request failed: list the likely causes, with the certificate first. */
 function networkError(server) {
   let url = server;
   try {
-    url = new AtpClient({ server }).server;
+    const probe = new AtpClient({ server });
+    url = probe.server;
+    probe.free();
   } catch {}
   const health = `${url}/.well-known/atp/v1/health`;
   const box = el('div');
@@ -74,7 +79,11 @@ function networkError(server) {
     );
     ul.append(li);
   }
-  if (new URL(url).origin !== location.origin) {
+  let origin = null;
+  try {
+    origin = new URL(url).origin;
+  } catch {}
+  if (origin && origin !== location.origin) {
     ul.append(el('li', {
       text: `This page comes from ${location.origin}; the server must allow it: start it with --cors-origin ${location.origin}.`,
     }));
@@ -384,11 +393,11 @@ async function verifyDoh() {
 function verifyFailed(e, overDns) {
   const code = e && e.code ? ` (${e.code})` : '';
   if (e instanceof AtpError && (e.kind === 'dns' || e.kind === 'network' || e.status === 451)) {
-    setVerify('warn', 'Could not check the signature.', `The key lookup failed: ${e.message}${code}. Check the DNS-over-HTTPS resolver in Settings, or verify with a public key below.`);
+    setVerify('warn', 'Could not check the signature.', `The key lookup failed: ${sentence(e.message + code)} Check the DNS-over-HTTPS resolver in Settings, or verify with a public key below.`);
   } else if (e instanceof AtpError && e.code === '550 5.7.29') {
-    setVerify('bad', 'Signing key not found or not valid.', `${e.message}${code}.`);
+    setVerify('bad', 'Signing key not found or not valid.', sentence(`${e.message}${code}`));
   } else {
-    setVerify('bad', 'Invalid signature: this message does not verify.', `${e && e.message ? e.message : e}${code}${overDns ? '' : ' (with the key you entered)'}.`);
+    setVerify('bad', 'Invalid signature: this message does not verify.', sentence(`${e && e.message ? e.message : e}${code}${overDns ? '' : ', with the key you entered'}`));
   }
 }
 
@@ -469,7 +478,8 @@ async function check() {
       d.keys.map((k) => `${k.record}${k.expires ? `\n  expires ${new Date(k.expires * 1000).toISOString()}` : ''}`).join('\n'));
     out.replaceChildren(el('h3', { text: `Records of ${d.domain}` }), rows);
   } catch (e) {
-    out.replaceChildren(el('p', { class: 'alert error', text: `The lookup failed: ${describeError(e).text}${e instanceof AtpError && e.kind !== 'invalid' ? ' Check the DNS-over-HTTPS resolver in Settings.' : ''}` }));
+    const hint = e instanceof AtpError && e.kind !== 'invalid' ? ' Is the domain right? Check the DNS-over-HTTPS resolver in Settings.' : '';
+    out.replaceChildren(el('p', { class: 'alert error', text: `The lookup failed: ${describeError(e).text}${hint}` }));
   }
 }
 
