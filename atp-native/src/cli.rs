@@ -394,6 +394,18 @@ pub struct StartArgs {
     /// Age after which an undelivered message bounces [default: 345600 = 4 days]. Also `[delivery] max_age`.
     #[arg(long, env = "ATP_MAX_AGE", value_name = "SECS")]
     pub max_age: Option<u64>,
+    /// Serve the browser app (www/) at `/` from --web-dir. Also `[server] web = true`.
+    #[arg(long, env = "ATP_WEB")]
+    pub web: bool,
+    /// The built web app [default: www/dist of the source tree atp was built from]. Also
+    /// `[server] web_dir`.
+    #[arg(long, env = "ATP_WEB_DIR", value_name = "DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// An origin (`https://app.example.com`) whose pages may call the API from a browser (CORS);
+    /// repeatable, `*` for any. A page served by this server itself (--web) needs none. Also
+    /// `[server] cors_origins = [...]`.
+    #[arg(long = "cors-origin", env = "ATP_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 #[cfg(test)]

@@ -58,6 +58,13 @@ pub struct ServerSection {
     pub max_message_size: Option<usize>,
     pub registration: Option<Registration>,
     pub log_level: Option<String>,
+    /// Serve the web app at `/` (`--web`).
+    #[serde(default)]
+    pub web: bool,
+    pub web_dir: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser (`--cors-origin`).
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 /// A configuration that cannot be used.
@@ -125,6 +132,10 @@ pub struct Settings {
     pub dns_server: Option<SocketAddr>,
     pub local_registry: bool,
     pub delivery: Delivery,
+    /// The web app's directory when `--web` is on (checked when the server starts).
+    pub web_dir: Option<PathBuf>,
+    /// Origins allowed by CORS.
+    pub cors_origins: Vec<String>,
 }
 
 /// How the delivery engine works (design.md §3).
@@ -159,6 +170,9 @@ impl Settings {
     /// The precedence rules, without touching the environment or the disk.
     pub fn merge(args: StartArgs, file: FileConfig, home: Home) -> Result<Self, ConfigError> {
         let s = file.server;
+        let web_dir =
+            (args.web || s.web).then(|| args.web_dir.or(s.web_dir).unwrap_or_else(crate::routes::web::default_dir));
+        let cors_origins = if args.cors_origins.is_empty() { s.cors_origins } else { args.cors_origins };
         let raw_domain = args.domain.or(s.domain).ok_or(ConfigError::NoDomain)?;
         let domain = raw_domain.trim_end_matches('.').to_ascii_lowercase();
         atp_wasm::identity::validate_domain(&domain).map_err(|e| ConfigError::BadDomain(raw_domain.clone(), e))?;
@@ -236,6 +250,8 @@ impl Settings {
             log_level: log_filter(&args.log_level.or(s.log_level).unwrap_or_else(|| "info".into())),
             max_message_size,
             key_selector,
+            web_dir,
+            cors_origins,
         })
     }
 }
@@ -290,6 +306,24 @@ mod tests {
         assert_eq!(s.admin_token.as_deref(), Some("a"));
         assert_eq!(s.registration, Registration::Token);
         assert_eq!(s.tls, TlsMode::Off);
+        assert!(s.web_dir.is_none() && s.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn web_and_cors_settings() {
+        let f = file("[server]\ndomain = \"d.test\"\nweb = true\ncors_origins = [\"https://a.test\"]\n");
+        let s = Settings::merge(StartArgs::default(), f, home()).unwrap();
+        assert_eq!(s.web_dir, Some(crate::routes::web::default_dir()));
+        assert_eq!(s.cors_origins, ["https://a.test"]);
+        let args = StartArgs {
+            domain: Some("d.test".into()),
+            web: true,
+            web_dir: Some("/srv/www".into()),
+            cors_origins: vec!["https://b.test".into()],
+            ..Default::default()
+        };
+        let s = Settings::merge(args, file("[server]\ncors_origins = [\"https://a.test\"]\n"), home()).unwrap();
+        assert_eq!((s.web_dir, s.cors_origins), (Some("/srv/www".into()), vec!["https://b.test".to_owned()]));
     }
 
     #[test]

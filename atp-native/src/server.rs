@@ -41,6 +41,8 @@ pub enum ServerError {
     Store { path: std::path::PathBuf, source: crate::store::DbError },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Web(#[from] crate::routes::web::MissingWebDir),
     #[error("server: {0}")]
     Serve(std::io::Error),
 }
@@ -48,6 +50,7 @@ pub enum ServerError {
 /// Runs the server until a shutdown signal.
 pub async fn run(s: Settings) -> Result<(), ServerError> {
     let home = &s.home;
+    let web = s.web_dir.as_deref().map(routes::web::WebRoot::open).transpose()?;
     home.ensure()?;
     let (signing_key, created) = home.load_or_create_key(&s.key_selector, SystemClock.now())?;
     if created {
@@ -70,6 +73,8 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
         registration: s.registration,
         credentials: CredentialCache::default(),
         metrics: Metrics::default(),
+        web,
+        cors: routes::web::Cors::new(&s.cors_origins),
     });
 
     let engine = Engine::new(state.clone(), transport, signing_key.clone(), &s, delivery_wake);
@@ -87,6 +92,9 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
         tracing::info!("shutdown signal: draining connections");
         signal_handle.graceful_shutdown(Some(DRAIN));
     });
+    if let Some(web) = &state.web {
+        eprintln!("Serving the web app at / from {}", web.dir().display());
+    }
     let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = match &s.tls {
         TlsMode::Off => {

@@ -8,12 +8,14 @@
 //! | `POST register`, `GET messages` | [`agents`] |
 //! | `GET agents`, `stats`, `inspect`, `metrics` (admin) | [`admin`] |
 //! | `GET capabilities`, `health` | [`info`] |
+//! | the web app at `/` (`--web`), CORS (`--cors-origin`) | [`web`] |
 
 pub mod admin;
 pub mod agents;
 pub mod auth;
 pub mod info;
 pub mod message;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +55,10 @@ pub struct AppState {
     pub registration: Registration,
     pub credentials: CredentialCache,
     pub metrics: Metrics,
+    /// The web app's directory (`--web`), served at `/`.
+    pub web: Option<web::WebRoot>,
+    /// The origins whose pages may call the API (`--cors-origin`).
+    pub cors: web::Cors,
 }
 
 pub type Shared = State<Arc<AppState>>;
@@ -72,13 +78,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest(PREFIX, api)
         .route("/metrics", get(admin::metrics))
-        .fallback(not_found)
+        .fallback(web::serve)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), web::cors))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     reject(404, ErrorCode::NotFound, "Not Found")
 }
 
