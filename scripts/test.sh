@@ -5,15 +5,15 @@
 #   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable),
 #   cargo clippy for wasm32, the wasm32 release build of atp-wasm and its JS API from Node
 #   (scripts/js-api-test.mjs), and the wasm-bindgen tests (atp-wasm/tests/web.rs) under Node and in
-#   headless Chromium, the npm package's tarball tests (scripts/test-npm.sh), then the Workers relay
-#   end to end in workerd (tests/worker/run.sh).
+#   headless Chromium, the npm package's tarball tests (scripts/test-npm.sh), the browser app
+#   (tests/www/run.sh), then the Workers relay end to end in workerd (tests/worker/run.sh).
 # Each phase prints its time; a summary follows at the end (also after a failure).
 #
 # Local shortcuts (any non-empty value):
 #   ATP_SKIP_INSTALL  don't run install-test-deps.sh     ATP_SKIP_LINT     no fmt / clippy
 #   ATP_SKIP_NATIVE   no native cargo test               ATP_SKIP_WASM     no wasm32 phases at all
 #   ATP_SKIP_BROWSER  no Chromium run                    ATP_SKIP_WORKER   no workerd run
-#   ATP_SKIP_NPM      no npm package phase
+#   ATP_SKIP_NPM      no npm package phase               ATP_SKIP_WWW      no browser-app phase
 #   ATP_WASM_TOOLCHAIN=<name>, ATP_FORCE_DEBIAN_WASM=1   choose the wasm toolchain (scripts/wasm-toolchain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -181,6 +181,19 @@ if [[ -n "${ATP_SKIP_NPM:-}" ]]; then
   skip "npm package (tarball tests)" ATP_SKIP_NPM
 else
   phase "npm package (tarball tests)" env ATP_NPM_BUILD="${ATP_NPM_BUILD:-small}" scripts/test-npm.sh
+fi
+
+# The browser app (www/) in headless Chromium through Playwright, against two real servers and BIND's
+# DoH, with the tarball the npm phase packed (tests/www/run.sh builds one when there is none).
+www_test() {
+  local tgz
+  tgz=$(ls "${CARGO_TARGET_DIR:-target}"/npm/atp-wasm-*.tgz 2>/dev/null | head -1 || true)
+  tests/www/run.sh ${tgz:+"$tgz"}
+}
+if [[ -n "${ATP_SKIP_WWW:-}" ]]; then
+  skip "www in headless Chromium (Playwright)" ATP_SKIP_WWW
+else
+  phase "www in headless Chromium (Playwright)" www_test
 fi
 
 # The Workers relay: built to wasm, run in workerd through Miniflare against a native server and
