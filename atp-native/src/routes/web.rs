@@ -113,12 +113,13 @@ pub async fn serve(State(st): Shared, req: Request) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reject(405, ErrorCode::BadRequest, "Method Not Allowed").into_response();
     }
+    // Errors stay JSON with a stable code here too (the same 404 as an unknown API path).
     let Some(file) = root.file_for(&path) else {
-        return plain(StatusCode::NOT_FOUND, "Not Found");
+        return super::not_found().await.into_response();
     };
     let data = match tokio::fs::read(&file).await {
         Ok(d) => d,
-        Err(_) => return plain(StatusCode::NOT_FOUND, "Not Found"),
+        Err(_) => return super::not_found().await.into_response(),
     };
     let mut resp = if req.method() == Method::HEAD {
         let mut r = Response::new(Body::empty());
@@ -134,10 +135,6 @@ pub async fn serve(State(st): Shared, req: Request) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     resp
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
 /// The allowed origins of `--cors-origin`.
