@@ -1,5 +1,5 @@
 //! All cases, in run order: routes (which also exercise local submission), the transfer matrix,
-//! then TLS.
+//! TLS, and last the cases that may leave a faulty server unusable.
 
 use crate::kit::Case;
 
@@ -12,6 +12,7 @@ pub fn all() -> Vec<Case> {
     let mut v = routes::cases();
     v.extend(transfer::cases());
     v.extend(tls::cases());
+    v.extend(routes::last_cases());
     v
 }
 

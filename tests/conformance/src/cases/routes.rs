@@ -45,6 +45,11 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
+/// Cases that may leave a faulty server unusable: they run after all the others.
+pub fn last_cases() -> Vec<Case> {
+    vec![case!("route.register.conflict_then_store", "§6 §7", "409, then a submission 202", conflict_then_store)]
+}
+
 fn shape(ok: bool, got: String) -> Outcome {
     if ok {
         Outcome::pass(got)
@@ -105,8 +110,33 @@ async fn register_created(cx: &Ctx) -> Outcome {
     }
 }
 
+/// Registers a fresh agent. The reference leaves a transaction open after a refused duplicate
+/// registration (its agents.py:56-66 never rolls back the failed INSERT), which locks its database
+/// for every later write until a registration succeeds; the conflict cases end with this, so that
+/// one bug does not fail the rest of a run (`route.register.conflict_then_store` checks it).
+async fn settle_registrations(cx: &Ctx) {
+    let name = format!("conf-{}-s{}", cx.run_id, atp_wasm::message::new_nonce().get(4..12).unwrap_or("x"));
+    let _ = register(cx, json!({"agent_id": name, "password": "pw"})).await;
+}
+
 async fn register_conflict(cx: &Ctx) -> Outcome {
-    cx.refusal(register(cx, json!({"agent_id": cx.a.id, "password": "whatever"})).await, 409, "550 5.1.6")
+    let o = cx.refusal(register(cx, json!({"agent_id": cx.a.id, "password": "whatever"})).await, 409, "550 5.1.6");
+    settle_registrations(cx).await;
+    o
+}
+
+/// After a refused duplicate registration the server still stores messages. (On the reference
+/// the failed write then holds a lock of its own, and the server stores nothing ever again.)
+async fn conflict_then_store(cx: &Ctx) -> Outcome {
+    let o = cx.refusal(register(cx, json!({"agent_id": cx.b.id, "password": "whatever"})).await, 409, "550 5.1.6");
+    let o = o
+        .and(|| async {
+            let m = cx.message(&cx.a.id, &cx.b.id);
+            cx.accepted(cx.submit(&cx.a, m.to_string()).await, &nonce_of(&m))
+        })
+        .await;
+    settle_registrations(cx).await;
+    o
 }
 
 async fn register_reserved(cx: &Ctx) -> Outcome {
