@@ -547,7 +547,7 @@ async fn big_integer(cx: &Ctx) -> Outcome {
     let v = with_numbers(cx, &format!(r#"{{"n": {digits}, "p60": 1152921504606846976}}"#));
     let n = nonce_of(&v);
     cx.accepted_and_stored(cx.transfer(cx.sign(v, Sender::Main)).await, &n, |m| {
-        if m["payload"]["n"].to_string() == digits {
+        if m["payload"]["n"].to_string().as_str() == digits {
             Ok("digits kept".into())
         } else {
             Err(format!("stored n = {}", m["payload"]["n"]))
