@@ -56,6 +56,9 @@ pub struct NoReply(pub String);
 #[derive(Debug, Clone)]
 pub struct Http {
     client: reqwest::Client,
+    /// A client that never reuses a connection: for bodies the server may refuse unread (a
+    /// server may then drop the connection, which must not fail the next request).
+    oneshot: reqwest::Client,
     base: String,
 }
 
@@ -67,12 +70,12 @@ impl Http {
     pub fn new(base: &str) -> Result<Self, NoReply> {
         let url = reqwest::Url::parse(base).map_err(|e| NoReply(format!("bad --url {base}: {e}")))?;
         let base = format!("{}://{}", url.scheme(), url.authority());
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| NoReply(e.to_string()))?;
-        Ok(Http { client, base })
+        let build = |pool: bool| {
+            let b = reqwest::Client::builder().danger_accept_invalid_certs(true).timeout(Duration::from_secs(30));
+            let b = if pool { b } else { b.pool_max_idle_per_host(0) };
+            b.build().map_err(|e| NoReply(e.to_string()))
+        };
+        Ok(Http { client: build(true)?, oneshot: build(false)?, base })
     }
 
     pub fn base(&self) -> &str {
@@ -90,6 +93,11 @@ impl Http {
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(self.url(path))
+    }
+
+    /// A POST on a connection of its own (for bodies the server may refuse unread).
+    pub fn post_oneshot(&self, path: &str) -> reqwest::RequestBuilder {
+        self.oneshot.post(self.url(path))
     }
 
     /// Any request on the raw client.

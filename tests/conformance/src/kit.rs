@@ -258,7 +258,13 @@ impl Ctx {
     }
 
     pub async fn transfer_with(&self, body: String, headers: &[(&str, &str)]) -> Result<Reply, NoReply> {
-        let mut req = self.http.post("message").header("content-type", "application/atp+json").body(body);
+        // a server may refuse an oversized body unread and drop the connection: use a fresh one
+        let post = if body.len() > atp_wasm::MAX_MESSAGE_SIZE {
+            self.http.post_oneshot("message")
+        } else {
+            self.http.post("message")
+        };
+        let mut req = post.header("content-type", "application/atp+json").body(body);
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
@@ -267,12 +273,13 @@ impl Ctx {
 
     /// POSTs a local submission with `who`'s credential.
     pub async fn submit(&self, who: &Agent, body: String) -> Result<Reply, NoReply> {
+        let post = if body.len() > atp_wasm::MAX_MESSAGE_SIZE {
+            self.http.post_oneshot("message")
+        } else {
+            self.http.post("message")
+        };
         Http::send(
-            self.http
-                .post("message")
-                .basic_auth(&who.id, Some(&who.password))
-                .header("content-type", "application/atp+json")
-                .body(body),
+            post.basic_auth(&who.id, Some(&who.password)).header("content-type", "application/atp+json").body(body),
         )
         .await
     }

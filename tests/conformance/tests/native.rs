@@ -30,6 +30,14 @@ fn atp_bin() -> PathBuf {
     let profile = profile_dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // Without the variables cargo sets for this test (CARGO_PKG_*, CARGO_MANIFEST_DIR, …): build
+    // scripts that watch them would otherwise rebuild, and the next `cargo test` again.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if (k.starts_with("CARGO_") && k != "CARGO_HOME") || k.starts_with("__CARGO") {
+            cmd.env_remove(k.as_ref());
+        }
+    }
     cmd.args(["build", "--quiet", "-p", "atp-native", "--bin", "atp", "--target-dir"])
         .arg(target)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
