@@ -61,7 +61,8 @@ type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 /// Host and port of the server, or why the TLS cases do not apply.
 fn endpoint(cx: &Ctx) -> Result<(String, u16), Outcome> {
     if !cx.cfg.tls_checks {
-        return Err(Outcome::na("TLS is terminated in front of the server (--no-tls-checks)"));
+        let why = if cx.cfg.target == crate::kit::Target::Worker { "--target worker" } else { "--no-tls-checks" };
+        return Err(Outcome::na(format!("TLS terminated by the platform ({why})")));
     }
     let url = reqwest::Url::parse(cx.http.base()).map_err(|e| Outcome::fail(e.to_string()))?;
     if url.scheme() != "https" {
