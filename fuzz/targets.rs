@@ -128,10 +128,10 @@ pub fn canonical(data: &[u8]) {
     // nesting earlier (see `canonical::MAX_DEPTH`).
     let serde_too_deep = serde.as_ref().is_err_and(|e| e.to_string().contains("recursion limit exceeded"));
     if serde_too_deep {
-        assert!(
-            ours.as_ref().is_err_and(|e| *e == CanonError::TooDeep)
-                || ours.as_ref().is_ok_and(|v| depth(v) == MAX_DEPTH)
-        );
+        // serde_json stops at the 128th level before reading on, so ours may fail later.
+        if let Ok(v) = &ours {
+            assert_eq!(depth(v), MAX_DEPTH, "serde_json found too deep what parse_json parsed");
+        }
     } else if !marker {
         assert_eq!(ours.is_ok(), serde.is_ok(), "parse_json {ours:?} vs serde_json {serde:?}");
     }
