@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+/// A fuzz target body.
+type Body = fn(&[u8]);
+
 /// The five targets, as named by `fuzz/fuzz_targets/*.rs`.
-const TARGETS: [(&str, fn(&[u8])); 5] = [
+const TARGETS: [(&str, Body); 5] = [
     ("message_parse", targets::message_parse),
     ("canonical", targets::canonical),
     ("records", targets::records),
@@ -31,7 +34,7 @@ fn data(file: &str) -> PathBuf {
 }
 
 /// Runs `body` on `input`, naming the input if it panics.
-fn replay(name: &str, what: &str, body: fn(&[u8]), input: &[u8]) {
+fn replay(name: &str, what: &str, body: Body, input: &[u8]) {
     if std::panic::catch_unwind(|| body(input)).is_err() {
         panic!("fuzz target {name} panicked on {what}");
     }
