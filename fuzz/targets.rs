@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 
 use atp_wasm::canonical::{canonicalize, parse_json, parse_json_slice, CanonError, MAX_DEPTH};
-use atp_wasm::doh::{decode_response, QueryType};
+use atp_wasm::doh::{decode_response, Answer, QueryType};
 use atp_wasm::env::{FixedClock, MemoryDedup, StaticResolver};
 use atp_wasm::identity::AgentId;
 use atp_wasm::jcs::canonicalize_jcs_str;
@@ -34,6 +34,7 @@ use atp_wasm::message::Message;
 use atp_wasm::pipeline::{parse_inbound, verify_local_submission, verify_remote_transfer, Accepted, InboundConfig};
 use atp_wasm::records::atk::AtkRecord;
 use atp_wasm::records::ats::{check_ats, AtsPolicy};
+use atp_wasm::records::normalize_hostname;
 use atp_wasm::records::svcb::{discover, SvcbRecord};
 use atp_wasm::retry::DEFAULT_HORIZON_SECS;
 use atp_wasm::sign::{sign_message, verify_message};
@@ -241,7 +242,14 @@ pub fn doh(data: &[u8]) {
     for qtype in [QueryType::A, QueryType::Aaaa, QueryType::Txt, QueryType::Srv, QueryType::Svcb] {
         if let Ok(answers) = decode_response(DOH_NAME, qtype, data) {
             for a in answers {
-                let _ = a.to_string();
+                let text = a.to_string();
+                // An SVCB answer with a host-name target prints as presentation text that parses
+                // back to the same record (the wire and text forms accept the same records).
+                if let Answer::Svcb(s) = &a {
+                    if s.target == "." || normalize_hostname(&s.target).as_deref() == Some(s.target.as_str()) {
+                        assert_eq!(SvcbRecord::parse(&text).as_ref(), Ok(s), "SVCB answer {text:?} parses back");
+                    }
+                }
             }
         }
     }
