@@ -147,8 +147,8 @@ pub fn canonical(data: &[u8]) {
                     assert!(serde_json::from_str::<Value>(c).is_ok(), "serde_json reads canonical text {c:?}");
                 }
             }
-            // Parsing bounds the depth, so only a number can be out of range (never for the
-            // reference's form, whose integers are arbitrary precision and floats are checked).
+            // Parsing bounds the depth, so only a number can fail: a float that is not finite as a
+            // double (`1e400`; integers are kept at arbitrary precision).
             Err(e) => assert!(matches!(e, CanonError::NumberOutOfRange(_)), "unexpected {e:?}"),
         }
         if let (Ok(c), Ok(sv), false) = (&c, &serde, marker) {
