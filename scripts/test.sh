@@ -2,7 +2,8 @@
 # THE test command of atp (README "Quick start"; CI runs it through .ci/run). It installs what it needs
 # (scripts/install-test-deps.sh: apt packages, the wasm32 toolchain, wasm-bindgen-cli; root on Debian 12),
 # then runs, stopping at the first failure:
-#   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable),
+#   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable), a short cargo fuzz
+#   run (scripts/fuzz.sh),
 #   cargo clippy for wasm32, the wasm32 release build of atp-wasm and its JS API from Node
 #   (scripts/js-api-test.mjs), and the wasm-bindgen tests (atp-wasm/tests/web.rs) under Node and in
 #   headless Chromium, the npm package's tarball tests (scripts/test-npm.sh), the browser app
@@ -14,6 +15,7 @@
 #   ATP_SKIP_NATIVE   no native cargo test               ATP_SKIP_WASM     no wasm32 phases at all
 #   ATP_SKIP_BROWSER  no Chromium run                    ATP_SKIP_WORKER   no workerd run
 #   ATP_SKIP_NPM      no npm package phase               ATP_SKIP_WWW      no browser-app phase
+#   ATP_SKIP_FUZZ     no short fuzz run                  ATP_FUZZ_SECONDS  its seconds per target (10)
 #   ATP_WASM_TOOLCHAIN=<name>, ATP_FORCE_DEBIAN_WASM=1   choose the wasm toolchain (scripts/wasm-toolchain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -138,6 +140,13 @@ if [[ -z "${ATP_SKIP_NATIVE:-}" ]]; then
   phase "cargo test" cargo test --workspace
 else
   skip "cargo test" ATP_SKIP_NATIVE
+fi
+
+# A short cargo-fuzz run of every target (fuzz/README.md): stable toolchain with RUSTC_BOOTSTRAP.
+if [[ -z "${ATP_SKIP_FUZZ:-}" ]]; then
+  phase "cargo fuzz (${ATP_FUZZ_SECONDS:-10} s per target)" scripts/fuzz.sh "${ATP_FUZZ_SECONDS:-10}"
+else
+  skip "cargo fuzz" ATP_SKIP_FUZZ
 fi
 
 if [[ -n "${ATP_SKIP_WASM:-}" ]]; then

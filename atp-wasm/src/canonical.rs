@@ -35,7 +35,9 @@ pub enum CanonError {
 }
 
 /// Deepest nesting of arrays/objects accepted: 128 levels, so `[[…]]` with 128 `[` is fine and
-/// 129 is [`CanonError::TooDeep`] (serde_json's parser stops at 128 levels as well).
+/// 129 is [`CanonError::TooDeep`]. serde_json's parser, which reads message bodies, stops one level
+/// earlier (127 levels; 128 `[` is "recursion limit exceeded"), so everything it parses has a
+/// canonical form.
 pub const MAX_DEPTH: usize = 128;
 
 /// Longest piece of input (a key, a number) quoted in an error, in characters.
@@ -894,6 +896,8 @@ mod tests {
         let serde_deepest = "[".repeat(127) + &"]".repeat(127);
         let v: Value = serde_json::from_str(&serde_deepest).unwrap();
         assert_eq!(canonicalize(&v).unwrap(), serde_deepest);
+        // …and it stops one level before us (found by fuzz/targets.rs `canonical`)
+        assert!(serde_json::from_str::<Value>(&deepest).unwrap_err().to_string().contains("recursion limit"));
         // numbers that could only come from serde_json's hidden constructor
         for bad in ["abc", "1.2.3", "", "-", "0x1"] {
             let v = Value::Number(Number::from_string_unchecked(bad.into()));

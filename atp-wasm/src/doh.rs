@@ -232,6 +232,11 @@ fn txt(rdata: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// `Some(s)` unless `s` is empty.
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// SVCB RDATA (RFC 9460 §2.2): priority, target (uncompressed), then `key, length, value` params.
 fn svcb(rdata: &[u8]) -> Option<SvcbRecord> {
     let mut r = Reader { d: BinDecoder::new(rdata) };
@@ -253,7 +258,10 @@ fn svcb(rdata: &[u8]) -> Option<SvcbRecord> {
         let value = r.bytes(len)?;
         let mut v = BinDecoder::new(value);
         match SvcParamKey::from(key) {
-            SvcParamKey::Alpn => rec.alpn = Alpn::read(&mut v).ok()?.0,
+            // An alpn-id is 1 to 255 bytes (RFC 7301 §3.1, RFC 9460 §7.1.1); hickory reads empty ones.
+            SvcParamKey::Alpn => {
+                rec.alpn = Alpn::read(&mut v).ok()?.0.into_iter().map(non_empty).collect::<Option<_>>()?
+            }
             SvcParamKey::Port => rec.port = Some(u16::from_be_bytes(value.try_into().ok()?)),
             SvcParamKey::Ipv4Hint => rec.ipv4hint = IpHint::<A>::read(&mut v).ok()?.0.iter().map(|a| a.0).collect(),
             SvcParamKey::Ipv6Hint => rec.ipv6hint = IpHint::<AAAA>::read(&mut v).ok()?.0.iter().map(|a| a.0).collect(),
@@ -578,6 +586,22 @@ mod tests {
         assert_eq!(got[2], Answer::Svcb(SvcbRecord::alias("atp.provider.test")));
         // What the presentation form of an answer parses back to.
         assert_eq!(&SvcbRecord::parse(&got[0].to_string()).unwrap(), s);
+    }
+
+    /// An empty alpn-id is malformed on the wire as in presentation form (found by the `doh` fuzz
+    /// target: `fuzz/regressions/doh/svcb-empty-alpn-id.bin`).
+    #[test]
+    fn svcb_answers_with_an_empty_alpn_id_are_malformed() {
+        let with_alpn = |ids: Vec<String>| {
+            let data = svcb(1, "atp.a.test.", vec![(SvcParamKey::Alpn, SvcParamValue::Alpn(Alpn(ids)))]);
+            let wire =
+                response("_atp.a.test.", RecordType::SVCB, ResponseCode::NoError, vec![rr("_atp.a.test.", data)]);
+            decode_response("_atp.a.test", QueryType::Svcb, &wire)
+        };
+        assert_eq!(with_alpn(vec!["".into(), "atp/1".into()]).unwrap_err().reason, MALFORMED);
+        assert!(SvcbRecord::parse(r#"1 atp.a.test. alpn=",atp/1""#).is_err());
+        let ok = with_alpn(vec!["h2".into(), "atp/1".into()]).unwrap();
+        assert_eq!(ok[0].to_string(), r#"1 atp.a.test. alpn="h2,atp/1""#);
     }
 
     #[test]
