@@ -43,7 +43,7 @@ mod native {
         while size < payload_bytes {
             let item = json!({
                 "id": i, "name": format!("item \"{i}\" — ünïcode\t"), "price": f64::from(i) * 1.25 + 0.01,
-                "tiny": 1e-7 * f64::from(i + 1), "ok": i % 2 == 0, "tags": ["a", "b", i], "note": null,
+                "tiny": 1e-7 * f64::from(i + 1), "ok": i.is_multiple_of(2), "tags": ["a", "b", i], "note": null,
             });
             size += item.to_string().len() + 1;
             items.push(item);

@@ -122,7 +122,7 @@ if rss2["atp"] or rss2["reference"]:
         mib(rss2["reference"], "hwm_kb"), False)
 p("")
 if e2e["atp"] or e2e["reference"]:
-    p(f"End to end: {'; '.join(lost)}. ")
+    p(f"End to end: {'; '.join(lost)}.")
 if rss["reference"].get("processes", 1) > 1 or rss["atp"].get("processes", 1) > 1:
     p(f"RSS summed over the process tree ({rss['atp'].get('processes')} / {rss['reference'].get('processes')} "
       "processes).")
@@ -183,7 +183,10 @@ if benches:
     p("### Criterion micro-benchmarks (atp-wasm, native, `cargo bench -p atp-wasm --bench protocol`)\n")
     p("| benchmark | median | per second | MB/s |")
     p("|---|---:|---:|---:|")
-    for name, ns, tp in sorted(benches):
+    order = ["canonicalize", "sign", "verify", "inbound_pipeline"]
+    key = lambda b: (order.index(b[0].split("/")[0]) if b[0].split("/")[0] in order else 99,
+                     b[0].rsplit("/", 1)[0], b[0].endswith("10k"), b[0])
+    for name, ns, tp in sorted(benches, key=key):
         t = f"{ns / 1000:,.2f} µs" if ns < 1e6 else f"{ns / 1e6:,.2f} ms"
         p(f"| {name} | {t} | {1e9 / ns:,.0f} | {num(tp / ns * 1000) if tp else '–'} |")
     p("")
