@@ -10,7 +10,7 @@
 #   * end to end across two domains: sustained delivered/s, submit→readable p50/p99, loss, duplicates;
 #   * criterion micro-benchmarks of atp-wasm (canonicalize, sign, verify, the inbound pipeline).
 #
-#   tests/bench/run.sh                                    # everything, default durations (~10 min)
+#   tests/bench/run.sh                                    # everything, default durations (~5 min)
 #   DURATION=3 LEVELS=1,16 E2E_DURATION=5 SKIP_CRITERION=1 tests/bench/run.sh      # a short run
 #   SKIP_REFERENCE=1 tests/bench/run.sh                   # atp only
 #
