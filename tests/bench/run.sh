@@ -1,36 +1,58 @@
 #!/usr/bin/env bash
-# Load benchmark (run by hand, not in CI): local-submission throughput and latency of atp-native
-# versus the reference Python server, on this machine, at several concurrency levels; then
-# end-to-end delivery across two domains (sustained delivered/s, submit→readable latency, loss)
-# for two atp servers and for two reference servers.
+# Benchmarks (run by hand, not in CI), atp-native versus the reference Python server on this machine in
+# one run, summarised in one Markdown table with the ratio ($OUT/results.md, default
+# $CARGO_TARGET_DIR/bench/results.md):
 #
-#   tests/bench/run.sh                      # 1,16,64 concurrent connections, 10 s each (+2 s warm-up)
-#   DURATION=5 LEVELS=1,16 tests/bench/run.sh
-#   SKIP_REFERENCE=1 tests/bench/run.sh     # atp only
-#   E2E_LEVELS=1,32 E2E_DURATION=10         # end-to-end levels (atp); the reference runs one light level
+#   * start-up time: spawn → first 200 from GET health over TLS, median of $STARTUP_RUNS starts;
+#   * local-submission throughput and latency at several concurrency levels ($LEVELS);
+#   * recv drain: $RECV_N messages preloaded into one inbox, read back with GET messages in pages;
+#   * idle RSS (VmRSS after start-up and $IDLE_SECONDS idle) and peak RSS (VmHWM after the load);
+#   * end to end across two domains: sustained delivered/s, submit→readable p50/p99, loss, duplicates;
+#   * criterion micro-benchmarks of atp-wasm (canonicalize, sign, verify, the inbound pipeline).
 #
-# Both servers run on loopback with TLS (atp: its self-signed certificate; the reference: one made with
+#   tests/bench/run.sh                                    # everything, default durations (~5 min)
+#   DURATION=3 LEVELS=1,16 E2E_DURATION=5 SKIP_CRITERION=1 tests/bench/run.sh      # a short run
+#   SKIP_REFERENCE=1 tests/bench/run.sh                   # atp only
+#
+# Knobs (environment): DURATION (10) and WARMUP (2) seconds per submission level, LEVELS (1,16,64);
+# E2E_LEVELS (1,32), E2E_DURATION (10), REF_E2E_DURATION (5), REF_E2E_DRAIN (120); RECV_N (5000),
+# REF_RECV_N (300), RECV_PAGE (100); STARTUP_RUNS (5); IDLE_SECONDS (5); SKIP_REFERENCE, SKIP_CRITERION;
+# CRITERION_ARGS (passed to criterion, e.g. "--warm-up-time 1 --measurement-time 2"); OUT.
+#
+# All servers run on loopback with TLS (atp: its self-signed certificate; the reference: one made with
 # openssl, since it cannot make its own), log at warning level, and keep their state in a temporary
 # directory. A 202 from either means the message is stored (atp: committed to SQLite with
-# synchronous=FULL before the answer). The bench agent sends to itself, so every message is a local
-# delivery. Prints a Markdown table; the raw JSON lines are kept in $OUT (default target/bench/).
+# synchronous=FULL before the answer). The raw JSON lines are kept in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 LEVELS=${LEVELS:-1,16,64}
+E2E_LEVELS=${E2E_LEVELS:-1,32}
+E2E_DURATION=${E2E_DURATION:-10}
+RECV_N=${RECV_N:-5000}
+REF_RECV_N=${REF_RECV_N:-300}
+RECV_PAGE=${RECV_PAGE:-100}
+STARTUP_RUNS=${STARTUP_RUNS:-5}
+IDLE_SECONDS=${IDLE_SECONDS:-5}
 DOMAIN=bench.test
-OUT=${OUT:-$ROOT/target/bench}
+OUT=${OUT:-$TARGET/bench}
 VENV=${ATP_REF_VENV:-$ROOT/target/atp-ref-venv}
 mkdir -p "$OUT"
+rm -f "$OUT"/*.jsonl "$OUT"/*.json "$OUT/results.md"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/atp-bench.XXXXXX")
 pids=()
-cleanup() {
+stop_servers() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() {
+  stop_servers
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -38,7 +60,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_healthy() { # port name
-  for _ in $(seq 1 150); do
+  for _ in $(seq 1 300); do
     if curl -sk --max-time 1 "https://127.0.0.1:$1/.well-known/atp/v1/health" >/dev/null 2>&1; then return 0; fi
     sleep 0.2
   done
@@ -47,74 +69,133 @@ wait_healthy() { # port name
   return 1
 }
 
+# A process and all its descendants (the reference might fork workers).
+tree_pids() {
+  echo "$1"
+  local c
+  for c in $(pgrep -P "$1" || true); do tree_pids "$c"; done
+}
+# Sum of one /proc/<pid>/status field (kB) over a process tree: mem_kb PID VmRSS|VmHWM
+mem_kb() {
+  local sum=0 p v
+  for p in $(tree_pids "$1"); do
+    v=$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null || true)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
+phase_start=$(date +%s)
+phases=()
+phase() { # name: records the seconds since the previous phase ended
+  local now
+  now=$(date +%s)
+  phases+=("$1=$((now - phase_start))")
+  phase_start=$now
+}
+run_start=$(date +%s)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+
 echo "== building (release)" >&2
 cargo build --release -q -p atp-native -p atp-bench
-BENCH=$ROOT/target/release/atp-bench
-
-run_bench() { # label port
-  "$BENCH" --server "127.0.0.1:$2" --domain "$DOMAIN" --label "$1" \
-    --concurrency "$LEVELS" --duration "$DURATION" --warmup "$WARMUP" | tee "$OUT/$1.jsonl"
-}
-
-echo "== atp-native" >&2
-port=$(free_port)
-"$ROOT/target/release/atp" server start --domain "$DOMAIN" --host 127.0.0.1 --port "$port" \
-  --home "$work/atp" --log-level warn >"$work/atp.log" 2>&1 &
-pids+=($!)
-wait_healthy "$port" atp
-run_bench atp "$port" >/dev/null
-kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+# criterion builds in a target directory of its own: atp-wasm is also a cdylib, so its artifacts carry no
+# hash in their names, and the bench build's feature set (criterion's dependencies) would otherwise
+# overwrite the release build's atp-wasm and force atp-native to be rebuilt on every run.
+CRIT_TARGET=$TARGET/criterion-build
+[[ -n "${SKIP_CRITERION:-}" ]] || CARGO_TARGET_DIR=$CRIT_TARGET cargo bench -q -p atp-wasm --bench protocol --no-run
+ATP=$TARGET/release/atp
+BENCH=$TARGET/release/atp-bench
+phase build
 
 if [[ -z "${SKIP_REFERENCE:-}" ]]; then
-  echo "== reference (Python, agent-transfer-protocol 1.0.0a8)" >&2
   scripts/install-reference.sh >&2
-  mkdir -p "$work/ref/.atp/certs"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$work/ref/.atp/certs/server.key" -out "$work/ref/.atp/certs/server.crt" 2>/dev/null
-  port=$(free_port)
-  HOME=$work/ref "$VENV/bin/atp" server start --domain "$DOMAIN" --host 127.0.0.1 --port "$port" \
-    --cert "$work/ref/.atp/certs/server.crt" --key "$work/ref/.atp/certs/server.key" \
-    --log-level WARNING >"$work/reference.log" 2>&1 &
-  pids+=($!)
-  wait_healthy "$port" reference
-  run_bench reference "$port" >/dev/null
-else
-  : >"$OUT/reference.jsonl"
+  make_cert() { # dir
+    mkdir -p "$1/.atp/certs"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+      -keyout "$1/.atp/certs/server.key" -out "$1/.atp/certs/server.crt" 2>/dev/null
+  }
+  phase install-reference
 fi
 
+# ---- one server of each: start-up, idle RSS, local submissions, recv drain, peak RSS ----
+# server_cmd LABEL HOME -> the argv (with {port}) on stdout, one word per line
+server_cmd() {
+  case $1 in
+    atp) printf '%s\n' "$ATP" server start --domain "$DOMAIN" --host 127.0.0.1 --port '{port}' \
+      --home "$2" --log-level warn ;;
+    reference) printf '%s\n' env "HOME=$2" "$VENV/bin/atp" server start --domain "$DOMAIN" --host 127.0.0.1 \
+      --port '{port}' --cert "$2/.atp/certs/server.crt" --key "$2/.atp/certs/server.key" --log-level WARNING ;;
+  esac
+}
+
+bench_server() { # label recv_n
+  local label=$1 home=$work/$1 port pid
+  mkdir -p "$home"
+  [[ $label == reference ]] && make_cert "$home"
+  mapfile -t cmd < <(server_cmd "$label" "$home")
+  echo "== $label: start-up ($STARTUP_RUNS starts after a first one)" >&2
+  python3 tests/bench/startup.py --label "$label" --runs "$STARTUP_RUNS" --log "$work/$label-startup.log" \
+    -- "${cmd[@]}" | tee "$OUT/$label-startup.jsonl" >/dev/null
+  phase "$label-startup"
+
+  port=$(free_port)
+  "${cmd[@]//\{port\}/$port}" >"$work/$label.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  wait_healthy "$port" "$label"
+  sleep "$IDLE_SECONDS"
+  local idle procs
+  idle=$(mem_kb "$pid" VmRSS)
+  procs=$(tree_pids "$pid" | wc -l)
+  echo "== $label: local submissions (idle RSS $((idle / 1024)) MiB, $procs process(es))" >&2
+  "$BENCH" --server "127.0.0.1:$port" --domain "$DOMAIN" --label "$label" \
+    --concurrency "$LEVELS" --duration "$DURATION" --warmup "$WARMUP" | tee "$OUT/$label.jsonl" >/dev/null
+  phase "$label-submit"
+  echo "== $label: recv drain ($2 messages)" >&2
+  "$BENCH" --server "127.0.0.1:$port" --domain "$DOMAIN" --label "$label" --recv "$2" --page "$RECV_PAGE" |
+    tee "$OUT/$label-recv.jsonl" >/dev/null
+  phase "$label-recv"
+  printf '{"label":"%s","mode":"rss","idle_kb":%s,"hwm_kb":%s,"after_load_kb":%s,"processes":%s}\n' \
+    "$label" "$idle" "$(mem_kb "$pid" VmHWM)" "$(mem_kb "$pid" VmRSS)" "$procs" >"$OUT/$label-rss.json"
+  stop_servers
+}
+
+bench_server atp "$RECV_N"
+[[ -z "${SKIP_REFERENCE:-}" ]] && bench_server reference "$REF_RECV_N"
+
 # ---- end to end: alpha -> beta across domains (submit to alpha, read from beta's inbox) ----
-E2E_LEVELS=${E2E_LEVELS:-1,32}
-E2E_DURATION=${E2E_DURATION:-10}
 run_e2e() { # label alpha_port beta_port levels duration drain
   "$BENCH" --server "127.0.0.1:$2" --domain alpha.bench --to bench@beta.bench --to-server "127.0.0.1:$3" \
-    --label "$1" --concurrency "$4" --duration "$5" --warmup 1 --drain "$6" | tee "$OUT/$1-e2e.jsonl"
+    --label "$1" --concurrency "$4" --duration "$5" --warmup 1 --drain "$6" | tee "$OUT/$1-e2e.jsonl" >/dev/null
 }
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-pids=()
+e2e_rss() { # label: peak RSS of the two servers, summed
+  printf '{"label":"%s","mode":"rss-e2e","hwm_kb":%s}\n' "$1" \
+    "$(($(mem_kb "${pids[0]}" VmHWM) + $(mem_kb "${pids[1]}" VmHWM)))" >"$OUT/$1-e2e-rss.json"
+}
 
 echo "== atp-native end to end (two servers in one home: zero-config local discovery)" >&2
-pa=$(free_port); pb=$(free_port)
+pa=$(free_port)
+pb=$(free_port)
 for d in alpha:$pa beta:$pb; do
-  "$ROOT/target/release/atp" server start --domain "${d%%:*}.bench" --host 127.0.0.1 --port "${d##*:}" \
+  "$ATP" server start --domain "${d%%:*}.bench" --host 127.0.0.1 --port "${d##*:}" \
     --home "$work/e2e" --log-level warn >"$work/atp-${d%%:*}.log" 2>&1 &
   pids+=($!)
   wait_healthy "${d##*:}" "atp-${d%%:*}"
 done
-run_e2e atp "$pa" "$pb" "$E2E_LEVELS" "$E2E_DURATION" 60 >/dev/null
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-pids=()
+run_e2e atp "$pa" "$pb" "$E2E_LEVELS" "$E2E_DURATION" 60
+e2e_rss atp
+stop_servers
+phase atp-e2e
 
 if [[ -z "${SKIP_REFERENCE:-}" ]]; then
   echo "== reference end to end (two servers, protocol.md §11.1 overrides)" >&2
-  pa=$(free_port); pb=$(free_port)
+  pa=$(free_port)
+  pb=$(free_port)
   mkdir -p "$work/rs"
   for s in alpha beta; do
-    mkdir -p "$work/r-$s/.atp/certs"
+    make_cert "$work/r-$s"
     HOME=$work/r-$s "$VENV/bin/atp" keys generate >/dev/null
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-      -keyout "$work/r-$s/.atp/certs/server.key" -out "$work/r-$s/.atp/certs/server.crt" 2>/dev/null
   done
   raw_key() { openssl pkey -pubin -in "$1" -outform DER | tail -c 32 | base64; }
   printf '["alpha.bench"]\nhost = "127.0.0.1"\nport = %s\n\n["beta.bench"]\nhost = "127.0.0.1"\nport = %s\n' \
@@ -132,46 +213,42 @@ if [[ -z "${SKIP_REFERENCE:-}" ]]; then
     wait_healthy "${d##*:}" "reference-$s"
   done
   # The reference delivers ~4 messages/s (a 5 s loop, 20 at a time), so it gets one light level.
-  run_e2e reference "$pa" "$pb" 1 "${REF_E2E_DURATION:-5}" "${REF_E2E_DRAIN:-120}" >/dev/null
-else
-  : >"$OUT/reference-e2e.jsonl"
+  run_e2e reference "$pa" "$pb" 1 "${REF_E2E_DURATION:-5}" "${REF_E2E_DRAIN:-120}"
+  e2e_rss reference
+  stop_servers
+  phase reference-e2e
 fi
 
-python3 - "$OUT/atp-e2e.jsonl" "$OUT/reference-e2e.jsonl" <<'EOF'
-import json, sys
-def load(p):
-    try:
-        return [json.loads(l) for l in open(p) if l.strip()]
-    except FileNotFoundError:
-        return []
-fmt = lambda v, d=1: "–" if v is None or v != v else f"{v:,.{d}f}"
-print("\nEnd to end across domains (submit to alpha, alpha signs and transfers, read from beta's inbox):\n")
-print("| server | concurrency | accepted | delivered | lost | duplicates | delivered/s | submit→readable p50 ms | p99 ms |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for r in load(sys.argv[1]) + load(sys.argv[2]):
-    print(f"| {r['label']} | {r['concurrency']} | {r['accepted']:,} | {r['delivered']:,} | {r['lost']:,} | {r['duplicates']} "
-          f"| {fmt(r['throughput'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} |")
-EOF
+if [[ -z "${SKIP_CRITERION:-}" ]]; then
+  echo "== criterion micro-benchmarks (atp-wasm)" >&2
+  criterion_start=$(date +%s)
+  # shellcheck disable=SC2086 # CRITERION_ARGS is a list of words
+  CARGO_TARGET_DIR=$CRIT_TARGET cargo bench -q -p atp-wasm --bench protocol -- ${CRITERION_ARGS:-} 2>&1 |
+    grep -E '^[a-z_0-9]+/|time:' >&2 || true
+  phase criterion
+fi
 
-python3 - "$OUT/atp.jsonl" "$OUT/reference.jsonl" "$(nproc)" <<'EOF'
-import json, sys
-def load(p):
-    try:
-        return {r["concurrency"]: r for r in map(json.loads, filter(str.strip, open(p)))}
-    except FileNotFoundError:
-        return {}
-atp, ref, cpus = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3]
-fmt = lambda v, d=1: "–" if v is None or v != v else f"{v:,.{d}f}"
-print(f"\nLocal submissions (POST message, Basic credential, TLS 1.3 keep-alive), {cpus} CPUs, "
-      "load generator on the same machine:\n")
-print("| concurrency | atp msgs/s | atp p50 ms | atp p99 ms | reference msgs/s | reference p50 ms | reference p99 ms | ratio |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-for c in sorted(set(atp) | set(ref)):
-    a, r = atp.get(c, {}), ref.get(c, {})
-    ratio = a.get("throughput", 0) / r["throughput"] if r.get("throughput") else None
-    errs = f" ({a['errors']} err)" if a.get("errors") else ""
-    rerrs = f" ({r['errors']} err)" if r.get("errors") else ""
-    print(f"| {c} | {fmt(a.get('throughput'))}{errs} | {fmt(a.get('p50_ms'), 2)} | {fmt(a.get('p99_ms'), 2)} "
-          f"| {fmt(r.get('throughput'))}{rerrs} | {fmt(r.get('p50_ms'), 2)} | {fmt(r.get('p99_ms'), 2)} "
-          f"| {fmt(ratio) + '×' if ratio else '–'} |")
-EOF
+# ---- the summary ----
+ref_version=–
+if [[ -z "${SKIP_REFERENCE:-}" ]]; then
+  ref_version="agent-transfer-protocol $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("agent-transfer-protocol"))'), $("$VENV/bin/python" --version)"
+fi
+export BENCH_META_DATE BENCH_META_CPU BENCH_META_LOAD_START BENCH_META_LOAD_END BENCH_META_KERNEL \
+  BENCH_META_ATP BENCH_META_REF BENCH_META_SETTINGS BENCH_META_TOTAL BENCH_META_PHASES BENCH_META_CRITERION_SINCE
+BENCH_META_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+BENCH_META_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+BENCH_META_LOAD_START=$load_start
+BENCH_META_LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+BENCH_META_KERNEL=$(uname -srm)
+BENCH_META_ATP="$("$ATP" --version) ($(git describe --always --dirty 2>/dev/null || echo '?'))"
+BENCH_META_REF=$ref_version
+BENCH_META_SETTINGS="DURATION=$DURATION WARMUP=$WARMUP LEVELS=$LEVELS E2E_LEVELS=$E2E_LEVELS E2E_DURATION=$E2E_DURATION \
+REF_E2E_DURATION=${REF_E2E_DURATION:-5} RECV_N=$RECV_N REF_RECV_N=$REF_RECV_N RECV_PAGE=$RECV_PAGE \
+STARTUP_RUNS=$STARTUP_RUNS IDLE_SECONDS=$IDLE_SECONDS${CRITERION_ARGS:+ CRITERION_ARGS='$CRITERION_ARGS'}\
+${SKIP_REFERENCE:+ SKIP_REFERENCE=1}${SKIP_CRITERION:+ SKIP_CRITERION=1}"
+BENCH_META_TOTAL=$(($(date +%s) - run_start))
+BENCH_META_PHASES="${phases[*]}"
+BENCH_META_CRITERION_SINCE=${criterion_start:-0}
+python3 tests/bench/report.py "$OUT" "$CRIT_TARGET/criterion" >"$OUT/results.md"
+cat "$OUT/results.md"
+echo "(written to $OUT/results.md)" >&2

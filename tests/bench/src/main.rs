@@ -8,6 +8,11 @@
 //! answering 202 (design.md §3). Only 202 answers count; anything else is an error and the first few
 //! are printed. A warm-up period precedes each measured period.
 //!
+//! With `--recv N` it measures the **recv drain** instead (protocol.md §6 `GET messages`): it preloads
+//! N messages into a fresh agent's inbox (`--preload-concurrency` submissions in flight), then times
+//! reading them all back in pages of `--page` with the `after_id` cursor, `--passes` times (nothing is
+//! ever deleted, so every pass reads the same N), and reports the median pass.
+//!
 //! Output: one JSON object per concurrency level on stdout (tests/bench/run.sh turns them into a
 //! Markdown table), and a human-readable line per level on stderr.
 
@@ -25,6 +30,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde_json::json;
+
+mod recv;
 
 #[derive(Parser, Debug)]
 #[command(name = "atp-bench", about = "Local-submission load test for an ATP server")]
@@ -65,6 +72,19 @@ struct Args {
     /// Seconds to wait after sending stops for the last messages to arrive.
     #[arg(long, default_value_t = 60.0)]
     drain: f64,
+    /// Recv-drain mode: preload this many messages into a fresh agent's inbox, then time reading
+    /// them back with `GET messages` (no submission levels are run).
+    #[arg(long)]
+    recv: Option<u64>,
+    /// Recv-drain mode: page size (`limit`) of each `GET messages`.
+    #[arg(long, default_value_t = 100)]
+    page: u64,
+    /// Recv-drain mode: how many times the whole inbox is read (the median pass is reported).
+    #[arg(long, default_value_t = 3)]
+    passes: usize,
+    /// Recv-drain mode: submissions in flight while preloading.
+    #[arg(long, default_value_t = 16)]
+    preload_concurrency: usize,
 }
 
 /// Accepts any server certificate (the servers under test use self-signed ones).
@@ -427,6 +447,11 @@ async fn main() -> Result<(), Error> {
         printed_errors: AtomicU32::new(0),
         run_id: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
     });
+    if let Some(n) = args.recv {
+        let row = recv::run(&args, &base, n).await?;
+        println!("{row}");
+        return Ok(());
+    }
     for &c in &args.concurrency {
         let row = run_level(&args, &base, c.max(1)).await?;
         println!("{row}");
