@@ -2,7 +2,7 @@
 # THE test command of atp (README "Quick start"; CI runs it through .ci/run). It installs what it needs
 # (scripts/install-test-deps.sh: apt packages, the wasm32 toolchain, wasm-bindgen-cli; root on Debian 12),
 # then runs, stopping at the first failure:
-#   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable),
+#   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable), the short reliability run,
 #   cargo clippy for wasm32, the wasm32 release build of atp-wasm and its JS API from Node
 #   (scripts/js-api-test.mjs), and the wasm-bindgen tests (atp-wasm/tests/web.rs) under Node and in
 #   headless Chromium, the npm package's tarball tests (scripts/test-npm.sh), the browser app
@@ -14,6 +14,7 @@
 #   ATP_SKIP_NATIVE   no native cargo test               ATP_SKIP_WASM     no wasm32 phases at all
 #   ATP_SKIP_BROWSER  no Chromium run                    ATP_SKIP_WORKER   no workerd run
 #   ATP_SKIP_NPM      no npm package phase               ATP_SKIP_WWW      no browser-app phase
+#   ATP_SKIP_RELIABILITY  no short reliability run (tests/reliability/run.sh --short)
 #   ATP_WASM_TOOLCHAIN=<name>, ATP_FORCE_DEBIAN_WASM=1   choose the wasm toolchain (scripts/wasm-toolchain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -138,6 +139,14 @@ if [[ -z "${ATP_SKIP_NATIVE:-}" ]]; then
   phase "cargo test" cargo test --workspace
 else
   skip "cargo test" ATP_SKIP_NATIVE
+fi
+
+# kill -9 under load, a peer down then back, full and read-only disks (issue 9; the long run is
+# tests/reliability/run.sh without --short).
+if [[ -n "${ATP_SKIP_NATIVE:-}" || -n "${ATP_SKIP_RELIABILITY:-}" ]]; then
+  skip "reliability (short)" "ATP_SKIP_NATIVE / ATP_SKIP_RELIABILITY"
+else
+  phase "reliability (short)" tests/reliability/run.sh --short
 fi
 
 if [[ -n "${ATP_SKIP_WASM:-}" ]]; then
