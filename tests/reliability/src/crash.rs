@@ -32,7 +32,7 @@ pub async fn run(c: &Crash, launch: &Launch, dir: &std::path::Path, rng: &mut Rn
     for trial in 1..=c.trials {
         let prefix = format!("crash-{trial}-");
         // Alternate victims, the first one at random.
-        let kill_alpha = (u64::from(trial) + first) % 2 == 0;
+        let kill_alpha = (u64::from(trial) + first).is_multiple_of(2);
         let kill_at = Duration::from_secs_f64(c.trial_secs * (0.15 + 0.5 * rng.unit()));
         let down_for = Duration::from_secs_f64(rng.unit());
         let load = Load::start(&alpha, prefix.trim_end_matches('-'), c.clients, None);
