@@ -67,9 +67,14 @@ impl Fault {
     }
 
     fn of_io(e: &std::io::Error) -> Fault {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Fault::Full,
-            Some(libc::EROFS) => Fault::ReadOnly,
+        e.raw_os_error().map_or(Fault::Other, Fault::of_errno)
+    }
+
+    /// Classifies a system error number.
+    pub fn of_errno(errno: i32) -> Fault {
+        match errno {
+            libc::ENOSPC | libc::EDQUOT => Fault::Full,
+            libc::EROFS => Fault::ReadOnly,
             _ => Fault::Other,
         }
     }

@@ -80,9 +80,18 @@ pub struct CommitFailure {
     pub fault: Fault,
 }
 
-impl From<&rusqlite::Error> for CommitFailure {
-    fn from(e: &rusqlite::Error) -> Self {
-        CommitFailure { message: e.to_string(), fault: Fault::of_sqlite(e) }
+impl CommitFailure {
+    /// The failure of `e` on `conn`: an I/O error is classified by the system error behind it
+    /// (`EROFS` when the file system turned read-only under the open database, `ENOSPC`).
+    fn new(e: &rusqlite::Error, conn: &Connection) -> Self {
+        let fault = Fault::of_sqlite(e);
+        if fault != Fault::Other || e.sqlite_error_code() != Some(rusqlite::ErrorCode::SystemIoFailure) {
+            return CommitFailure { message: e.to_string(), fault };
+        }
+        // SAFETY: the handle is this thread's open connection; the call only reads its state.
+        let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+        let message = format!("{e} ({})", std::io::Error::from_raw_os_error(errno));
+        CommitFailure { message, fault: Fault::of_errno(errno) }
     }
 }
 
@@ -154,7 +163,7 @@ pub fn run(mut conn: Connection, rx: mpsc::Receiver<Write>) {
         batch.clear();
         let err = match outcome {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(CommitFailure::from(&e)),
+            Ok(Err(e)) => Some(CommitFailure::new(&e, &conn)),
             Err(panic) => {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
