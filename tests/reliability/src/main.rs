@@ -16,6 +16,7 @@ mod client;
 mod crash;
 mod load;
 mod peer_down;
+mod read_only;
 mod report;
 mod servers;
 mod storage;
