@@ -2,12 +2,14 @@
 # THE test command of atp (README "Quick start"; CI runs it through .ci/run). It installs what it needs
 # (scripts/install-test-deps.sh: apt packages, the wasm32 toolchain, wasm-bindgen-cli; root on Debian 12),
 # then runs, stopping at the first failure:
-#   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable), a short cargo fuzz
-#   run (scripts/fuzz.sh),
+#   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable), the conformance kit
+#   against atp-native (tests/conformance), the short reliability run (tests/reliability/run.sh --short),
+#   a short cargo fuzz run (scripts/fuzz.sh),
 #   cargo clippy for wasm32, the wasm32 release build of atp-wasm and its JS API from Node
 #   (scripts/js-api-test.mjs), and the wasm-bindgen tests (atp-wasm/tests/web.rs) under Node and in
 #   headless Chromium, the npm package's tarball tests (scripts/test-npm.sh), the browser app
-#   (tests/www/run.sh), then the Workers relay end to end in workerd (tests/worker/run.sh).
+#   (tests/www/run.sh), then the Workers relay end to end in workerd (tests/worker/run.sh) and the
+#   conformance kit against it (tests/conformance/run-worker.sh).
 # Each phase prints its time; a summary follows at the end (also after a failure).
 #
 # Local shortcuts (any non-empty value):
@@ -16,6 +18,7 @@
 #   ATP_SKIP_BROWSER  no Chromium run                    ATP_SKIP_WORKER   no workerd run
 #   ATP_SKIP_NPM      no npm package phase               ATP_SKIP_WWW      no browser-app phase
 #   ATP_SKIP_FUZZ     no short fuzz run                  ATP_FUZZ_SECONDS  its seconds per target (10)
+#   ATP_SKIP_CONFORMANCE  no conformance kit runs        ATP_SKIP_RELIABILITY  no short reliability run
 #   ATP_WASM_TOOLCHAIN=<name>, ATP_FORCE_DEBIAN_WASM=1   choose the wasm toolchain (scripts/wasm-toolchain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,9 +140,24 @@ else
 fi
 
 if [[ -z "${ATP_SKIP_NATIVE:-}" ]]; then
-  phase "cargo test" cargo test --workspace
+  phase "cargo test" cargo test --workspace --exclude atp-conformance
 else
   skip "cargo test" ATP_SKIP_NATIVE
+fi
+
+# The conformance kit against atp-native: every case must pass; its table is printed (--nocapture).
+if [[ -n "${ATP_SKIP_NATIVE:-}" || -n "${ATP_SKIP_CONFORMANCE:-}" ]]; then
+  skip "conformance kit vs atp-native" "ATP_SKIP_NATIVE / ATP_SKIP_CONFORMANCE"
+else
+  phase "conformance kit vs atp-native" cargo test -p atp-conformance -- --nocapture
+fi
+
+# kill -9 under load, a peer down then back, full and read-only disks (issue 9; the long run is
+# tests/reliability/run.sh without --short).
+if [[ -n "${ATP_SKIP_NATIVE:-}" || -n "${ATP_SKIP_RELIABILITY:-}" ]]; then
+  skip "reliability (short)" "ATP_SKIP_NATIVE / ATP_SKIP_RELIABILITY"
+else
+  phase "reliability (short)" tests/reliability/run.sh --short
 fi
 
 # A short cargo-fuzz run of every target (fuzz/README.md): stable toolchain with RUSTC_BOOTSTRAP.
@@ -211,4 +229,14 @@ if [[ -n "${ATP_SKIP_WORKER:-}" ]]; then
   skip "atp-worker in workerd (Miniflare)" ATP_SKIP_WORKER
 else
   phase "atp-worker in workerd (Miniflare)" tests/worker/run.sh
+fi
+
+# The conformance kit against atp-worker in workerd (TLS cases N/A: the platform terminates TLS),
+# reusing the worker the phase above built.
+if [[ -n "${ATP_SKIP_CONFORMANCE:-}" ]]; then
+  skip "conformance kit vs atp-worker" ATP_SKIP_CONFORMANCE
+elif [[ -n "${ATP_SKIP_WORKER:-}" ]]; then
+  phase "conformance kit vs atp-worker" tests/conformance/run-worker.sh
+else
+  phase "conformance kit vs atp-worker" env ATP_SKIP_WORKER_BUILD=1 tests/conformance/run-worker.sh
 fi

@@ -20,10 +20,20 @@ impl From<Rejection> for ApiError {
 }
 
 impl From<crate::store::DbError> for ApiError {
-    /// Storage trouble is temporary for the client (retry later), never a 500 (design.md §3).
+    /// Storage trouble is temporary for the client (retry later), never a 500 (design.md §3), and
+    /// says what it is in a stable `storage` field: a full disk is `507` `"storage": "full"`, a
+    /// read-only data directory `503` `"read_only"`, anything else (I/O error, …) `503`
+    /// `"unavailable"`; the `error_code` is always `451 4.3.0` (temporary local failure), so a
+    /// sending server retries instead of bouncing.
     fn from(e: crate::store::DbError) -> Self {
+        use crate::store::Fault;
         tracing::error!(error = %e, "storage failure");
-        ApiError(Rejection::new(503, ErrorCode::TempFailure, "Storage unavailable, retry later"))
+        let (status, storage, error) = match e.fault() {
+            Fault::Full => (507, "full", "Insufficient storage on the server, retry later"),
+            Fault::ReadOnly => (503, "read_only", "The server's storage is read-only, retry later"),
+            Fault::Other => (503, "unavailable", "Storage unavailable, retry later"),
+        };
+        ApiError(Rejection::new(status, ErrorCode::TempFailure, error).with("storage", storage))
     }
 }
 
@@ -61,5 +71,31 @@ mod tests {
         assert!(resp.headers().get("connection").is_none());
         let resp = reject(400, ErrorCode::MessageTooLarge, "Message too large").into_response();
         assert_eq!(resp.headers()["connection"], "close");
+    }
+
+    /// The JSON body of a storage failure's answer.
+    fn storage_answer(e: crate::store::DbError) -> (u16, serde_json::Value) {
+        let r = ApiError::from(e).0;
+        (r.status, r.to_json())
+    }
+
+    #[test]
+    fn storage_failures_say_what_they_are() {
+        use crate::store::DbError;
+        use rusqlite::ffi;
+        let sqlite = |code| DbError::Sqlite(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+        let (status, body) = storage_answer(sqlite(ffi::SQLITE_FULL));
+        assert_eq!(
+            (status, body["storage"].as_str(), body["error_code"].as_str()),
+            (507, Some("full"), Some("451 4.3.0"))
+        );
+        let (status, body) = storage_answer(sqlite(ffi::SQLITE_READONLY));
+        assert_eq!((status, body["storage"].as_str()), (503, Some("read_only")));
+        let (status, body) = storage_answer(sqlite(ffi::SQLITE_IOERR));
+        assert_eq!((status, body["storage"].as_str()), (503, Some("unavailable")));
+        let (status, body) = storage_answer(DbError::WriterGone);
+        assert_eq!((status, body["storage"].as_str()), (503, Some("unavailable")));
+        let enospc = DbError::Lock { path: "x".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) };
+        assert_eq!(storage_answer(enospc).0, 507);
     }
 }

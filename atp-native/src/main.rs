@@ -19,6 +19,15 @@
 //! | [`client`] | the client side: `--server` parsing, HTTP with TLS verification, name completion |
 //! | [`commands`] | the client commands: `agent`, `send`, `recv`, `keys`, `status`, `inspect`, `dns` |
 
+/// Prints a line to stderr like `eprintln!`, but never panics: a full disk or a closed stderr
+/// must not take the server down (the line is lost instead).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod client;
 mod commands;
@@ -51,9 +60,12 @@ fn main() -> std::process::ExitCode {
             };
             let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            // Write errors (stderr on a full disk, a closed pipe) drop the event; by default
+            // tracing-subscriber reports them with eprintln!, which panics on the same broken stderr.
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
+                .log_internal_errors(false)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let runtime = match tokio::runtime::Runtime::new() {
@@ -70,6 +82,6 @@ fn main() -> std::process::ExitCode {
 }
 
 fn fail(e: impl std::fmt::Display) -> std::process::ExitCode {
-    eprintln!("Error: {e}");
+    say!("Error: {e}");
     std::process::ExitCode::FAILURE
 }

@@ -54,7 +54,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     home.ensure()?;
     let (signing_key, created) = home.load_or_create_key(&s.key_selector, SystemClock.now())?;
     if created {
-        eprintln!("Generated domain key '{}' in {}", s.key_selector, home.keys_dir().display());
+        say!("Generated domain key '{}' in {}", s.key_selector, home.keys_dir().display());
     }
     let resolver = Arc::new(ServerResolver::from_settings(&s)?);
     let transport = Transport::new(resolver.clone(), s.delivery.peer_ca.as_deref())?;
@@ -93,12 +93,12 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
         signal_handle.graceful_shutdown(Some(DRAIN));
     });
     if let Some(web) = &state.web {
-        eprintln!("Serving the web app at / from {}", web.dir().display());
+        say!("Serving the web app at / from {}", web.dir().display());
     }
     let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = match &s.tls {
         TlsMode::Off => {
-            eprintln!("Starting ATP Server: {} on HTTP://{local} (no TLS)", s.domain);
+            say!("Starting ATP Server: {} on HTTP://{local} (no TLS)", s.domain);
             axum_server::from_tcp(listener).handle(handle).serve(app).await
         }
         mode => {
@@ -106,7 +106,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
                 TlsMode::Files { cert, key } => (cert.clone(), key.clone()),
                 _ => {
                     let (c, k, created) = tls::self_signed(home, &s.domain)?;
-                    eprintln!(
+                    say!(
                         "Using a self-signed certificate for {} ({}{}); clients must skip verification (--no-verify)",
                         s.domain,
                         c.display(),
@@ -116,7 +116,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
                 }
             };
             let config = tls::server_config(&cert, &key)?;
-            eprintln!("Starting ATP Server: {} on HTTPS://{local} (TLS 1.3, ALPN atp/1 h2 http/1.1)", s.domain);
+            say!("Starting ATP Server: {} on HTTPS://{local} (TLS 1.3, ALPN atp/1 h2 http/1.1)", s.domain);
             axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(config))
                 .handle(handle)
                 .serve(app)

@@ -8,7 +8,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
-use crate::home::{write_private, Home, HomeError};
+use crate::home::{write_atomic, write_private, Home, HomeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -27,13 +27,16 @@ pub enum TlsError {
 pub fn self_signed(home: &Home, domain: &str) -> Result<(PathBuf, PathBuf, bool), TlsError> {
     let cert = home.certs_dir().join(format!("self-signed-{domain}.crt"));
     let key = home.certs_dir().join(format!("self-signed-{domain}.key"));
-    if cert.exists() && key.exists() {
+    // An empty file is what a crash (or a file system turned read-only) can leave of a write
+    // that was never flushed: generate the pair again rather than fail on "no certificates".
+    let usable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
+    if usable(&cert) && usable(&key) {
         return Ok((cert, key, false));
     }
     let names = vec![domain.to_owned(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
     let generated = rcgen::generate_simple_self_signed(names)?;
     write_private(&key, generated.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, generated.cert.pem()).map_err(|e| HomeError::Io { path: cert.clone(), source: e })?;
+    write_atomic(&cert, generated.cert.pem().as_bytes())?;
     Ok((cert, key, true))
 }
 
@@ -67,5 +70,19 @@ mod tests {
         let cfg = server_config(&c, &k).unwrap();
         assert_eq!(cfg.alpn_protocols[0], b"atp/1");
         assert!(server_config(&c, &c).is_err(), "a certificate is not a key");
+    }
+
+    /// What a crash before the flush leaves (an empty certificate) is generated again.
+    #[test]
+    fn an_empty_self_signed_certificate_is_generated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home { root: dir.path().to_owned() };
+        home.ensure().unwrap();
+        let (c, k, _) = self_signed(&home, "alpha.test").unwrap();
+        std::fs::write(&c, "").unwrap();
+        let (c, k2, created) = self_signed(&home, "alpha.test").unwrap();
+        assert!(created);
+        assert_eq!(k, k2);
+        server_config(&c, &k).unwrap();
     }
 }

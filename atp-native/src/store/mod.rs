@@ -34,7 +34,7 @@ pub enum DbError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database commit failed: {0}")]
-    Commit(String),
+    Commit(writer::CommitFailure),
     #[error("database writer stopped")]
     WriterGone,
     #[error("database task failed: {0}")]
@@ -43,6 +43,53 @@ pub enum DbError {
     Locked(PathBuf),
     #[error("{path}: {source}")]
     Lock { path: PathBuf, source: std::io::Error },
+}
+
+/// What kind of storage trouble a [`DbError`] is, for the client's answer (`error.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The disk (or the file system's quota) is full: `SQLITE_FULL`, `ENOSPC`.
+    Full,
+    /// The data directory is read-only: `SQLITE_READONLY`, `EROFS`.
+    ReadOnly,
+    /// Anything else (I/O error, writer gone, …).
+    Other,
+}
+
+impl Fault {
+    /// Classifies a SQLite error by its primary result code.
+    pub fn of_sqlite(e: &rusqlite::Error) -> Fault {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Fault::Full,
+            Some(rusqlite::ErrorCode::ReadOnly) => Fault::ReadOnly,
+            _ => Fault::Other,
+        }
+    }
+
+    fn of_io(e: &std::io::Error) -> Fault {
+        e.raw_os_error().map_or(Fault::Other, Fault::of_errno)
+    }
+
+    /// Classifies a system error number.
+    pub fn of_errno(errno: i32) -> Fault {
+        match errno {
+            libc::ENOSPC | libc::EDQUOT => Fault::Full,
+            libc::EROFS => Fault::ReadOnly,
+            _ => Fault::Other,
+        }
+    }
+}
+
+impl DbError {
+    /// The kind of storage trouble this is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            DbError::Sqlite(e) => Fault::of_sqlite(e),
+            DbError::Commit(c) => c.fault,
+            DbError::Lock { source, .. } => Fault::of_io(source),
+            DbError::WriterGone | DbError::Task(_) | DbError::Locked(_) => Fault::Other,
+        }
+    }
 }
 
 /// `messages.status` (protocol.md §8.1). The delivery engine moves `Queued` rows.

@@ -4,13 +4,14 @@
 //! batch), and only then answers each request. Concurrent submissions therefore share fsyncs
 //! instead of queueing on them, and no request is answered before its data is durable.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::queue::{self, QueueOp, QueueResult};
-use super::{DbError, NewMessage, Stored};
+use super::{DbError, Fault, NewMessage, Stored};
 
 /// Most write requests committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -32,6 +33,9 @@ pub enum Write {
     Queue(QueueOp, oneshot::Sender<Result<QueueResult, DbError>>),
     /// Commit what came before, then stop (graceful shutdown).
     Close(oneshot::Sender<()>),
+    /// Panics inside the batch (tests of the writer's recovery).
+    #[cfg(test)]
+    Panic,
 }
 
 /// Inserts a message and its dedup row in the caller's transaction. The dedup row decides:
@@ -68,15 +72,38 @@ fn in_savepoint<T>(tx: &mut Transaction, f: impl FnOnce(&Connection) -> rusqlite
     Ok(r)
 }
 
+/// Why a batch was not committed (every request of the batch gets it).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CommitFailure {
+    pub message: String,
+    pub fault: Fault,
+}
+
+impl CommitFailure {
+    /// The failure of `e` on `conn`: an I/O error is classified by the system error behind it
+    /// (`EROFS` when the file system turned read-only under the open database, `ENOSPC`).
+    fn new(e: &rusqlite::Error, conn: &Connection) -> Self {
+        let fault = Fault::of_sqlite(e);
+        if fault != Fault::Other || e.sqlite_error_code() != Some(rusqlite::ErrorCode::SystemIoFailure) {
+            return CommitFailure { message: e.to_string(), fault };
+        }
+        // SAFETY: the handle is this thread's open connection; the call only reads its state.
+        let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+        let message = format!("{e} ({})", std::io::Error::from_raw_os_error(errno));
+        CommitFailure { message, fault: Fault::of_errno(errno) }
+    }
+}
+
 /// The answer to one request, sent once the batch's commit is known.
-type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+type Reply = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
 
 fn reply_with<T: Send + 'static>(r: rusqlite::Result<T>, to: oneshot::Sender<Result<T, DbError>>) -> Reply {
     Box::new(move |commit_error| {
         let _ = to.send(match (r, commit_error) {
             (Ok(v), None) => Ok(v),
             (Err(e), _) => Err(e.into()),
-            (Ok(_), Some(e)) => Err(DbError::Commit(e.to_owned())),
+            (Ok(_), Some(e)) => Err(DbError::Commit(e.clone())),
         });
     })
 }
@@ -101,10 +128,16 @@ fn apply(tx: &mut Transaction, w: Write) -> Reply {
         Write::Close(reply) => Box::new(move |_| {
             let _ = reply.send(());
         }),
+        #[cfg(test)]
+        Write::Panic => panic!("injected panic"),
     }
 }
 
 /// The writer thread's loop; returns when every sender is gone or a `Close` was committed.
+///
+/// A batch that panics (a bug, or a logging sink that fails on a full disk) is rolled back and
+/// its requests get an error; the thread goes on with the next batch instead of leaving every later
+/// write without a writer.
 pub fn run(mut conn: Connection, rx: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
@@ -117,26 +150,92 @@ pub fn run(mut conn: Connection, rx: mpsc::Receiver<Write>) {
             }
         }
         let closing = batch.iter().any(|w| matches!(w, Write::Close(_)));
-        let outcome = (|| -> rusqlite::Result<()> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| -> rusqlite::Result<()> {
             let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for w in batch.drain(..) {
                 replies.push(apply(&mut tx, w));
             }
             tx.commit()
-        })();
-        // If BEGIN failed, the requests still in `batch` are dropped: their callers see the
-        // channel closed (DbError::WriterGone), i.e. a temporary failure, never a false success.
+        }));
+        // If BEGIN failed (or the batch panicked), the requests still in `batch` are dropped: their
+        // callers see the channel closed (DbError::WriterGone), i.e. a temporary failure, never a
+        // false success.
         batch.clear();
-        let err = outcome.err().map(|e| e.to_string());
+        let err = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(CommitFailure::new(&e, &conn)),
+            Err(panic) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Some(CommitFailure {
+                    message: format!("write batch failed: {}", panic_text(&*panic)),
+                    fault: Fault::Other,
+                })
+            }
+        };
         if let Some(e) = &err {
-            tracing::error!(error = %e, "database commit failed");
+            // Logging must not take the writer down either.
+            let _ = catch_unwind(|| tracing::error!(error = %e, "database commit failed"));
         }
         for reply in replies.drain(..) {
-            reply(err.as_deref());
+            reply(err.as_ref());
         }
         if closing {
             tracing::debug!("database writer closed");
             return;
         }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Status;
+
+    fn msg(nonce: &str) -> crate::store::NewMessage {
+        crate::store::NewMessage {
+            nonce: nonce.into(),
+            sender_domain: "a.test".into(),
+            from_id: "x@a.test".into(),
+            to_id: "y@a.test".into(),
+            json: "{}".into(),
+            status: Status::Delivered,
+            content_hash: [7; 32],
+            now: 1,
+        }
+    }
+
+    /// A panicking batch answers its requests with an error and the writer serves the next one.
+    #[test]
+    fn writer_survives_a_panicking_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.test.db");
+        let mut conn = crate::store::schema::connect(&path).unwrap();
+        crate::store::schema::migrate(&mut conn).unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Both requests are queued before the thread starts, so they form one batch.
+        let (r1, a1) = oneshot::channel();
+        tx.send(Write::Message(msg("n1"), r1)).unwrap();
+        tx.send(Write::Panic).unwrap();
+        let writer = std::thread::spawn(move || run(conn, rx));
+        let first = a1.blocking_recv().unwrap();
+        assert!(matches!(first, Err(DbError::Commit(_))), "{first:?}");
+        let (r2, a2) = oneshot::channel();
+        tx.send(Write::Message(msg("n1"), r2)).unwrap();
+        assert!(matches!(a2.blocking_recv().unwrap(), Ok(Stored::New(_))), "the rolled-back message is new again");
+        let (close, closed) = oneshot::channel();
+        tx.send(Write::Close(close)).unwrap();
+        closed.blocking_recv().unwrap();
+        writer.join().unwrap();
     }
 }

@@ -1,0 +1,220 @@
+//! `atp-reliability`: reliability suites for atp (issue 9), driving real release `atp` processes
+//! on loopback with TLS — `alpha.rel` (the sender's server) and `beta.rel` (the recipient's):
+//!
+//! * `crash` — `kill -9` of either server at a random moment under load, restart, every 202
+//!   delivered exactly once ([`crash`]);
+//! * `peer-down` — the recipient's server down for `--down-secs`, then back: all delivered once
+//!   ([`peer_down`]);
+//! * `storage` — a full, then read-only data directory: clear refusals, never a false 202
+//!   ([`storage`]; root only).
+//!
+//! `tests/reliability/run.sh` builds everything and runs the long version; `--short` there (or
+//! `RELIABILITY_SHORT=1`) the CI one. Rows go to `--results` as JSON lines; `--table FILE` prints
+//! them as a Markdown table.
+
+mod client;
+mod crash;
+mod load;
+mod peer_down;
+mod read_only;
+mod report;
+mod servers;
+mod storage;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::report::Row;
+use crate::servers::Launch;
+
+/// Why the suite could not run a scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Msg(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Crash,
+    PeerDown,
+    Storage,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Reliability suites for atp: kill -9 under load, a peer down then back, full and read-only disks")]
+struct Args {
+    /// The `atp` binary to test (a release build).
+    #[arg(long, required_unless_present = "table")]
+    atp: Option<PathBuf>,
+    /// Scenarios to run (comma-separated or repeated) [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenario: Vec<Scenario>,
+    /// Crash trials.
+    #[arg(long, default_value_t = 20)]
+    trials: u32,
+    /// Seconds of load per crash trial (the kill and the restart fall inside).
+    #[arg(long, default_value_t = 6.0)]
+    trial_secs: f64,
+    /// Concurrent submitting clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Seconds to wait for the last deliveries after a crash trial or the storage scenario.
+    #[arg(long, default_value_t = 120)]
+    drain_secs: u64,
+    /// Seconds the recipient's server stays down in `peer-down`.
+    #[arg(long, default_value_t = 600)]
+    down_secs: u64,
+    /// Milliseconds each client waits between submissions in `peer-down`.
+    #[arg(long, default_value_t = 50)]
+    down_pace_ms: u64,
+    /// Seconds after the restart by which everything must have arrived in `peer-down`
+    /// [default: 1.5 × min(retry cap, down secs) + 60].
+    #[arg(long)]
+    down_deadline: Option<u64>,
+    /// `--retry-base` of both servers (seconds).
+    #[arg(long, default_value_t = 1)]
+    retry_base: u64,
+    /// `--retry-cap` of both servers (seconds).
+    #[arg(long, default_value_t = 5)]
+    retry_cap: u64,
+    /// Size of the tmpfs of the `storage` scenario.
+    #[arg(long, default_value = "64m")]
+    tmpfs_size: String,
+    /// Working directory (homes and server logs; kept) [default: a new directory in $TMPDIR].
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Append the result rows to this JSON-lines file.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Seed of the random kill moments [default: the clock].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the Markdown table of a results file and exit (status 1 if a row failed).
+    #[arg(long, value_name = "FILE")]
+    table: Option<PathBuf>,
+}
+
+/// xorshift64*: the kill moments and victims (reproducible with `--seed`).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if let Some(file) = &args.table {
+        return match report::read(file) {
+            Ok(rows) => {
+                print!("{}", report::table(&rows));
+                exit(rows.iter().all(Row::passed))
+            }
+            Err(e) => {
+                eprintln!("Error: {}: {e}", file.display());
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(atp) = args.atp.clone() else { return std::process::ExitCode::FAILURE };
+    let atp = std::fs::canonicalize(&atp).unwrap_or(atp);
+    let launch = Launch { atp, retry_base: args.retry_base, retry_cap: args.retry_cap };
+    let work = args.work.clone().unwrap_or_else(|| {
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        std::env::temp_dir().join(format!("atp-reliability-{stamp}-{}", std::process::id()))
+    });
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    let scenarios = if args.scenario.is_empty() {
+        vec![Scenario::Crash, Scenario::PeerDown, Scenario::Storage]
+    } else {
+        args.scenario.clone()
+    };
+    eprintln!(
+        "atp-reliability: {} (retry base {} s, cap {} s), seed {seed}, work dir {} (server logs: <scenario>/*.log)",
+        launch.atp.display(),
+        launch.retry_base,
+        launch.retry_cap,
+        work.display()
+    );
+    let mut rng = Rng::new(seed);
+    let mut rows = Vec::new();
+    for sc in scenarios {
+        let (name, result) = match sc {
+            Scenario::Crash => {
+                eprintln!("== crash: {} trials of {} s, {} clients", args.trials, args.trial_secs, args.clients);
+                let c = crash::Crash {
+                    trials: args.trials,
+                    trial_secs: args.trial_secs,
+                    clients: args.clients,
+                    drain_secs: args.drain_secs,
+                };
+                ("crash", crash::run(&c, &launch, &work.join("crash"), &mut rng).await)
+            }
+            Scenario::PeerDown => {
+                eprintln!("== peer-down: {} s", args.down_secs);
+                let deadline =
+                    args.down_deadline.unwrap_or_else(|| (1.5 * args.retry_cap.min(args.down_secs) as f64) as u64 + 60);
+                let p = peer_down::PeerDown {
+                    down_secs: args.down_secs,
+                    clients: args.clients,
+                    pace: Duration::from_millis(args.down_pace_ms),
+                    deadline: Duration::from_secs(deadline),
+                };
+                ("peer-down", peer_down::run(&p, &launch, &work.join("peer-down")).await)
+            }
+            Scenario::Storage => {
+                eprintln!("== storage: tmpfs of {}", args.tmpfs_size);
+                let s = storage::Storage { size: args.tmpfs_size.clone(), drain_secs: args.drain_secs };
+                ("storage", storage::run(&s, &launch, &work.join("storage")).await)
+            }
+        };
+        let row = result.unwrap_or_else(|e| {
+            eprintln!("  {name}: error: {e}");
+            Row::failed(name, &e.to_string())
+        });
+        rows.push(row);
+    }
+    if let Some(file) = &args.results {
+        if let Err(e) = report::append(file, &rows) {
+            eprintln!("Error: {}: {e}", file.display());
+        }
+    }
+    print!("{}", report::table(&rows));
+    exit(rows.iter().all(Row::passed))
+}
+
+fn exit(ok: bool) -> std::process::ExitCode {
+    if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
