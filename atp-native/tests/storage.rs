@@ -18,7 +18,7 @@ async fn serves_with_stderr_on_a_full_disk() {
     let port = free_port();
     let o = Options::new("full.test").arg("--log-level").arg("debug");
     let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let mut child = Server::command(&o, home.path(), port).stdout(full()).stderr(full()).spawn().unwrap();
+    let mut child = Reaped(Server::command(&o, home.path(), port).stdout(full()).stderr(full()).spawn().unwrap());
     let c = client();
     let health = format!("https://127.0.0.1:{port}/.well-known/atp/v1/health");
     let up = eventually(60, || {
@@ -26,7 +26,7 @@ async fn serves_with_stderr_on_a_full_disk() {
         async move { req.send().await.ok().filter(|r| r.status() == 200) }
     })
     .await;
-    assert!(up.is_some(), "no health answer; exit status {:?}", child.try_wait());
+    assert!(up.is_some(), "no health answer; exit status {:?}", child.0.try_wait());
     let url = |p: &str| format!("https://127.0.0.1:{port}/.well-known/atp/v1/{p}");
     for n in 0..20 {
         let (st, v) = call(c.post(url("register")).json(&json!({"agent_id": format!("a{n}"), "password": "pw"}))).await;
@@ -43,9 +43,17 @@ async fn serves_with_stderr_on_a_full_disk() {
     let (st, v) = call(c.get(url("messages?agent_id=a0@full.test")).basic_auth("a0@full.test", Some("pw"))).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["messages"].as_array().map(Vec::len), Some(20), "{v}");
-    assert!(child.try_wait().unwrap().is_none(), "the server exited");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(child.0.try_wait().unwrap().is_none(), "the server exited");
+}
+
+/// A child process killed when the test ends, passed or not.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A home whose data directory is a file (as root, permissions cannot make it unwritable): the
