@@ -10,9 +10,16 @@
 # module), so worker-build is not needed. To use worker-build 0.8.7 instead, install it with
 # `cargo install worker-build --version 0.8.7 --locked` and run it with WASM_BINDGEN_BIN=$(which
 # wasm-bindgen) WASM_OPT_BIN=atp-worker/node_modules/.bin/wasm-opt (see atp-worker/README.md).
+#
+#   scripts/install-worker-tools.sh [--if-missing]   --if-missing: do nothing when Miniflare (in
+#                                                    atp-worker/node_modules) and BIND are installed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+if [[ "${1:-}" == --if-missing && -x atp-worker/node_modules/.bin/miniflare ]] &&
+  { command -v named >/dev/null || [[ -x /usr/sbin/named ]]; }; then
+  exit 0
+fi
 SUDO=()
 ((EUID == 0)) || SUDO=(sudo)
 

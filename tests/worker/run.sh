@@ -14,10 +14,7 @@ cd "$(dirname "$0")/../.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 TD=${CARGO_TARGET_DIR:-target}
 
-need_install=
-[[ -x atp-worker/node_modules/.bin/miniflare ]] || need_install=1
-command -v named >/dev/null || [[ -x /usr/sbin/named ]] || need_install=1
-if [[ -n "$need_install" ]]; then scripts/install-worker-tools.sh; fi
+scripts/install-worker-tools.sh --if-missing
 if [[ -z "${ATP_SKIP_WORKER_BUILD:-}" ]]; then
   scripts/build-worker.sh ${ATP_WORKER_DEV:+--dev}
   cargo build -p atp-native

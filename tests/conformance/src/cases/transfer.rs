@@ -190,28 +190,26 @@ async fn wrong_key(cx: &Ctx) -> Outcome {
     refused(cx, cx.sign_with(v, Sender::Stranger, Sender::Main, |_| {}), &n, SIG).await
 }
 
-async fn key_id_other_domain(cx: &Ctx) -> Outcome {
+/// A transfer signed with `signer`'s key whose envelope then names `key_id`: refused, not stored.
+async fn refused_with_key_id(cx: &Ctx, signer: Sender, key_id: String) -> Outcome {
     let v = cx.transfer_msg();
     let n = nonce_of(&v);
-    let other = format!("default.atk._atp.{}", cx.foreign(Sender::Second));
-    let body = cx.sign_with(v, Sender::Second, Sender::Main, |m| {
+    let body = cx.sign_with(v, signer, Sender::Main, |m| {
         if let Some(s) = m.signature.as_mut() {
-            s.key_id = other;
+            s.key_id = key_id;
         }
     });
     refused(cx, body, &n, SIG).await
 }
 
+async fn key_id_other_domain(cx: &Ctx) -> Outcome {
+    let other = format!("default.atk._atp.{}", cx.foreign(Sender::Second));
+    refused_with_key_id(cx, Sender::Second, other).await
+}
+
 async fn key_id_malformed(cx: &Ctx) -> Outcome {
-    let v = cx.transfer_msg();
-    let n = nonce_of(&v);
     let bad = format!("default.{}", cx.foreign(Sender::Main));
-    let body = cx.sign_with(v, Sender::Main, Sender::Main, |m| {
-        if let Some(s) = m.signature.as_mut() {
-            s.key_id = bad;
-        }
-    });
-    refused(cx, body, &n, SIG).await
+    refused_with_key_id(cx, Sender::Main, bad).await
 }
 
 /// A message from `s`'s domain signed with its (published, but unusable) key.
