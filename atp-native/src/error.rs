@@ -1,5 +1,5 @@
-//! The one place where a protocol [`Rejection`] becomes an HTTP response (design.md §6): every
-//! error is JSON `{"error", "error_code", …extras}` (the reference's shape, protocol.md §6, with
+//! The one place where a protocol [`Rejection`] becomes an HTTP response (docs/design.md §6): every
+//! error is JSON `{"error", "error_code", …extras}` (the reference's shape, docs/protocol.md §6, with
 //! the code always present) under the rejection's status. The code also travels in the response's
 //! extensions, so the metrics layer counts refusals by code. A body refused as too large is not read
 //! to its end, so that answer also closes the connection.
@@ -20,20 +20,36 @@ impl From<Rejection> for ApiError {
 }
 
 impl From<crate::store::DbError> for ApiError {
-    /// Storage trouble is temporary for the client (retry later), never a 500 (design.md §3), and
+    /// Storage trouble is temporary for the client (retry later), never a 500 (docs/design.md §3), and
     /// says what it is in a stable `storage` field: a full disk is `507` `"storage": "full"`, a
     /// read-only data directory `503` `"read_only"`, anything else (I/O error, …) `503`
     /// `"unavailable"`; the `error_code` is always `451 4.3.0` (temporary local failure), so a
     /// sending server retries instead of bouncing.
+    ///
+    /// All of these mean "not stored", except `503` `"storage": "outcome_unknown"`: the disk
+    /// failed while the write was being committed, so it may be stored after all
+    /// (docs/protocol.md §6.4). Retrying with the same nonce and content is safe: an exact repeat
+    /// is answered 202 and stored once. Its `cause` says what the disk did.
     fn from(e: crate::store::DbError) -> Self {
         use crate::store::Fault;
-        tracing::error!(error = %e, "storage failure");
-        let (status, storage, error) = match e.fault() {
-            Fault::Full => (507, "full", "Insufficient storage on the server, retry later"),
-            Fault::ReadOnly => (503, "read_only", "The server's storage is read-only, retry later"),
-            Fault::Other => (503, "unavailable", "Storage unavailable, retry later"),
+        tracing::error!(error = %e, outcome_unknown = e.outcome_unknown(), "storage failure");
+        let cause = match e.fault() {
+            Fault::Full => "full",
+            Fault::ReadOnly => "read_only",
+            Fault::Other => "unavailable",
         };
-        ApiError(Rejection::new(status, ErrorCode::TempFailure, error).with("storage", storage))
+        if e.outcome_unknown() {
+            let error = "The server's disk failed while storing this; it may or may not be stored. \
+                         Retry later with the same nonce and content: an exact repeat is stored once";
+            let r = Rejection::new(503, ErrorCode::TempFailure, error).with("storage", "outcome_unknown");
+            return ApiError(r.with("cause", cause));
+        }
+        let (status, error) = match e.fault() {
+            Fault::Full => (507, "Insufficient storage on the server, retry later"),
+            Fault::ReadOnly => (503, "The server's storage is read-only, retry later"),
+            Fault::Other => (503, "Storage unavailable, retry later"),
+        };
+        ApiError(Rejection::new(status, ErrorCode::TempFailure, error).with("storage", cause))
     }
 }
 
@@ -95,6 +111,19 @@ mod tests {
         assert_eq!((status, body["storage"].as_str()), (503, Some("unavailable")));
         let (status, body) = storage_answer(DbError::WriterGone);
         assert_eq!((status, body["storage"].as_str()), (503, Some("unavailable")));
+        let commit = |unknown| {
+            DbError::Commit(crate::store::writer::CommitFailure {
+                message: "disk I/O error".into(),
+                fault: crate::store::Fault::ReadOnly,
+                unknown,
+            })
+        };
+        let (status, body) = storage_answer(commit(true));
+        assert_eq!(
+            (status, body["storage"].as_str(), body["cause"].as_str(), body["error_code"].as_str()),
+            (503, Some("outcome_unknown"), Some("read_only"), Some("451 4.3.0"))
+        );
+        assert_eq!(storage_answer(commit(false)).1["storage"], "read_only");
         let enospc = DbError::Lock { path: "x".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) };
         assert_eq!(storage_answer(enospc).0, 507);
     }

@@ -1,4 +1,4 @@
-//! The SQLite store (design.md §3): one database file per domain (`<home>/data/<domain>.db`, so
+//! The SQLite store (docs/design.md §3): one database file per domain (`<home>/data/<domain>.db`, so
 //! servers of different domains may share a home), WAL with `synchronous=FULL`, versioned
 //! migrations ([`schema`]), group commit through one writer thread ([`writer`]), and a small pool of
 //! read connections used from `spawn_blocking`.
@@ -81,6 +81,12 @@ impl Fault {
 }
 
 impl DbError {
+    /// Whether the write may have been committed after all (an I/O error inside `COMMIT`,
+    /// [`writer::CommitFailure::unknown`]): the caller must not say "not stored".
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, DbError::Commit(c) if c.unknown)
+    }
+
     /// The kind of storage trouble this is.
     pub fn fault(&self) -> Fault {
         match self {
@@ -92,7 +98,7 @@ impl DbError {
     }
 }
 
-/// `messages.status` (protocol.md §8.1). The delivery engine moves `Queued` rows.
+/// `messages.status` (docs/protocol.md §8.1). The delivery engine moves `Queued` rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// In a local inbox (or forwarded successfully).
@@ -141,7 +147,7 @@ pub struct InboxRow {
     pub json: String,
 }
 
-/// What `inspect` shows of a message (protocol.md §6).
+/// What `inspect` shows of a message (docs/protocol.md §6).
 #[derive(Debug, Clone)]
 pub struct MessageInfo {
     pub nonce: String,

@@ -1,4 +1,4 @@
-//! Group commit (design.md §3): one thread owns the write connection. It takes every write request
+//! Group commit (docs/design.md §3): one thread owns the write connection. It takes every write request
 //! waiting in its channel (up to [`MAX_BATCH`]), applies them in one transaction — each inside a
 //! savepoint, so one failing request does not undo the others — commits (one fsync for the whole
 //! batch), and only then answers each request. Concurrent submissions therefore share fsyncs
@@ -78,59 +78,129 @@ fn in_savepoint<T>(tx: &mut Transaction, f: impl FnOnce(&Connection) -> rusqlite
 pub struct CommitFailure {
     pub message: String,
     pub fault: Fault,
+    /// The batch may have been committed after all (docs/design.md §3): the failure came from
+    /// `COMMIT` after its WAL frames may have reached the file (a failed `fsync`, an unclassified
+    /// I/O error). Such frames are replayed when the database is opened again, so the caller must
+    /// not be told "not stored"; it is told "unknown, retry with the same nonce".
+    pub unknown: bool,
 }
 
 impl CommitFailure {
     /// The failure of `e` on `conn`: an I/O error is classified by the system error behind it
     /// (`EROFS` when the file system turned read-only under the open database, `ENOSPC`).
-    fn new(e: &rusqlite::Error, conn: &Connection) -> Self {
+    /// `at_commit`: `e` came from `COMMIT` (otherwise nothing was written: BEGIN failed, or the
+    /// batch was rolled back).
+    fn new(e: &rusqlite::Error, conn: &Connection, at_commit: bool) -> Self {
+        let unknown = at_commit && !nothing_written(e);
         let fault = Fault::of_sqlite(e);
         if fault != Fault::Other || e.sqlite_error_code() != Some(rusqlite::ErrorCode::SystemIoFailure) {
-            return CommitFailure { message: e.to_string(), fault };
+            return CommitFailure { message: e.to_string(), fault, unknown };
         }
         // SAFETY: the handle is this thread's open connection; the call only reads its state.
         let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
         let message = format!("{e} ({})", std::io::Error::from_raw_os_error(errno));
-        CommitFailure { message, fault: Fault::of_errno(errno) }
+        CommitFailure { message, fault: Fault::of_errno(errno), unknown }
+    }
+
+    /// A definite refusal of a batch that was never written (the file system is read-only).
+    fn not_written(fault: Fault, message: String) -> Self {
+        CommitFailure { message, fault, unknown: false }
     }
 }
 
-/// The answer to one request, sent once the batch's commit is known.
+/// Whether a failed `COMMIT` certainly left no commit behind. In WAL mode a commit is a run of
+/// frames appended to the `-wal` file, the last one marked "commit", then an `fsync`; a frame is
+/// replayed on the next open only if the whole run up to the commit frame is in the file with
+/// valid checksums. So a failed `write` (`SQLITE_IOERR_WRITE`, `SQLITE_FULL`) or a refusal to
+/// write (`SQLITE_READONLY`) means the commit frame is not there. A failed `fsync`, or anything
+/// else, may leave every frame in the page cache, to reach the disk later: unknown.
+fn nothing_written(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => {
+            f.extended_code == ffi::SQLITE_IOERR_WRITE
+                || f.extended_code & 0xff == ffi::SQLITE_FULL
+                || f.extended_code & 0xff == ffi::SQLITE_READONLY
+        }
+        _ => false,
+    }
+}
+
+/// Whether the file system holding the database is mounted read-only now (`statvfs`'s
+/// `ST_RDONLY`). Checked before each batch, so a disk that turned read-only under the running
+/// server is refused cleanly ("not stored") instead of failing in `COMMIT`.
+fn file_system_read_only(db: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(db.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string; `st` is written by statvfs only.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(path.as_ptr(), &mut st) == 0 && st.f_flag & libc::ST_RDONLY != 0
+    }
+}
+
+/// The answer to one request, sent once the batch's commit is known. `None` as the request's
+/// result: it was never applied (the batch failed before it).
 type Reply = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
 
-fn reply_with<T: Send + 'static>(r: rusqlite::Result<T>, to: oneshot::Sender<Result<T, DbError>>) -> Reply {
+fn reply_with<T: Send + 'static>(
+    r: Option<rusqlite::Result<T>>,
+    to: oneshot::Sender<Result<T, DbError>>,
+) -> Reply {
     Box::new(move |commit_error| {
         let _ = to.send(match (r, commit_error) {
-            (Ok(v), None) => Ok(v),
-            (Err(e), _) => Err(e.into()),
-            (Ok(_), Some(e)) => Err(DbError::Commit(e.clone())),
+            (Some(Ok(v)), None) => Ok(v),
+            (Some(Err(e)), _) => Err(e.into()),
+            (_, Some(e)) => Err(DbError::Commit(e.clone())),
+            (None, None) => Err(DbError::WriterGone),
         });
     })
 }
 
-fn apply(tx: &mut Transaction, w: Write) -> Reply {
+/// Applies `w` in `tx` (or, without a transaction, only prepares its answer: it was not applied).
+fn apply(tx: Option<&mut Transaction>, w: Write) -> Reply {
+    fn run<T>(
+        tx: Option<&mut Transaction>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Option<rusqlite::Result<T>> {
+        tx.map(|tx| in_savepoint(tx, f))
+    }
     match w {
-        Write::Message(m, reply) => reply_with(in_savepoint(tx, |t| store_message(t, &m)), reply),
+        Write::Message(m, reply) => reply_with(run(tx, |t| store_message(t, &m)), reply),
         Write::Agent { id, hash, now, reply } => {
-            let r = in_savepoint(tx, |t| {
+            let r = run(tx, |t| {
                 t.prepare_cached(
                     "INSERT INTO agents(agent_id, password_hash, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                 )?
                 .execute(params![id, hash, now])
             });
-            reply_with(r.map(|n| n == 1), reply)
+            reply_with(r.map(|r| r.map(|n| n == 1)), reply)
         }
         Write::PruneDedup { before, reply } => {
-            let r = in_savepoint(tx, |t| t.execute("DELETE FROM dedup WHERE accepted_at < ?1", params![before]));
+            let r = run(tx, |t| t.execute("DELETE FROM dedup WHERE accepted_at < ?1", params![before]));
             reply_with(r, reply)
         }
-        Write::Queue(op, reply) => reply_with(in_savepoint(tx, |t| queue::apply(t, op)), reply),
+        Write::Queue(op, reply) => reply_with(run(tx, |t| queue::apply(t, op)), reply),
         Write::Close(reply) => Box::new(move |_| {
             let _ = reply.send(());
         }),
         #[cfg(test)]
-        Write::Panic => panic!("injected panic"),
+        Write::Panic => match tx {
+            Some(_) => panic!("injected panic"),
+            None => Box::new(|_| {}),
+        },
     }
+}
+
+/// How a batch ended.
+enum Ended {
+    Committed,
+    /// Not written: the file system is read-only, or `BEGIN` failed (requests not applied).
+    NotBegun(CommitFailure),
+    /// `COMMIT` (or a statement inside the transaction) failed.
+    Failed { error: rusqlite::Error, at_commit: bool },
 }
 
 /// The writer thread's loop; returns when every sender is gone or a `Close` was committed.
@@ -139,6 +209,7 @@ fn apply(tx: &mut Transaction, w: Write) -> Reply {
 /// its requests get an error; the thread goes on with the next batch instead of leaving every later
 /// write without a writer.
 pub fn run(mut conn: Connection, rx: mpsc::Receiver<Write>) {
+    let db = conn.path().filter(|p| !p.is_empty()).map(std::path::PathBuf::from);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
@@ -150,28 +221,40 @@ pub fn run(mut conn: Connection, rx: mpsc::Receiver<Write>) {
             }
         }
         let closing = batch.iter().any(|w| matches!(w, Write::Close(_)));
-        let outcome = catch_unwind(AssertUnwindSafe(|| -> rusqlite::Result<()> {
-            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for w in batch.drain(..) {
-                replies.push(apply(&mut tx, w));
+        let outcome = catch_unwind(AssertUnwindSafe(|| -> Ended {
+            if db.as_deref().is_some_and(file_system_read_only) {
+                let e = CommitFailure::not_written(Fault::ReadOnly, "the file system is read-only".into());
+                return Ended::NotBegun(e);
             }
-            tx.commit()
+            let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+                Ok(tx) => tx,
+                Err(e) => return Ended::Failed { error: e, at_commit: false },
+            };
+            for w in batch.drain(..) {
+                replies.push(apply(Some(&mut tx), w));
+            }
+            match tx.commit() {
+                Ok(()) => Ended::Committed,
+                Err(e) => Ended::Failed { error: e, at_commit: true },
+            }
         }));
-        // If BEGIN failed (or the batch panicked), the requests still in `batch` are dropped: their
-        // callers see the channel closed (DbError::WriterGone), i.e. a temporary failure, never a
-        // false success.
-        batch.clear();
+        // Requests still in `batch` (the batch stopped before them) were not applied: they get
+        // the batch's error, never a false success.
+        for w in batch.drain(..) {
+            replies.push(apply(None, w));
+        }
         let err = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(CommitFailure::new(&e, &conn)),
+            Ok(Ended::Committed) => None,
+            Ok(Ended::NotBegun(e)) => Some(e),
+            Ok(Ended::Failed { error, at_commit }) => Some(CommitFailure::new(&error, &conn, at_commit)),
             Err(panic) => {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
-                Some(CommitFailure {
-                    message: format!("write batch failed: {}", panic_text(&*panic)),
-                    fault: Fault::Other,
-                })
+                Some(CommitFailure::not_written(
+                    Fault::Other,
+                    format!("write batch failed: {}", panic_text(&*panic)),
+                ))
             }
         };
         if let Some(e) = &err {

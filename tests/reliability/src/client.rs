@@ -1,4 +1,4 @@
-//! The HTTP side of the suite: an agent's calls to its server (protocol.md §6 — `register`,
+//! The HTTP side of the suite: an agent's calls to its server (docs/protocol.md §6 — `register`,
 //! `POST message`, `GET messages`) and the admin `stats`, over TLS without certificate
 //! verification (the servers use self-signed certificates).
 
@@ -19,8 +19,12 @@ pub enum Outcome {
     /// 202: the server says the message is stored.
     Accepted,
     /// Another HTTP answer: its status, body, and whether the body is the JSON error shape
-    /// (`error` and `error_code`).
+    /// (`error` and `error_code`). Means "not stored".
     Refused { status: u16, body: String, clear: bool },
+    /// `503` with `"storage": "outcome_unknown"`: the server's disk failed while committing, so
+    /// the message may be stored or not (docs/protocol.md §6.4). A retry with the same nonce and
+    /// content (`timestamp` included) must settle it: 202, stored exactly once.
+    Unknown { timestamp: u64, body: String },
     /// No answer (connection refused or reset, timeout).
     Failed { timeout: bool, error: String },
 }
@@ -66,6 +70,12 @@ impl Api {
     /// Submits a message from `from` to `to` under `nonce`.
     pub async fn submit(&self, from: &str, to: &str, nonce: &str) -> Outcome {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        self.submit_at(from, to, nonce, now).await
+    }
+
+    /// Submits the message of [`Api::submit`] with the given timestamp: the same arguments give
+    /// byte-identical content (a retry).
+    pub async fn submit_at(&self, from: &str, to: &str, nonce: &str, now: u64) -> Outcome {
         let msg = json!({"from": from, "to": to, "timestamp": now, "nonce": nonce, "type": "message",
                          "payload": {"subject": "reliability", "body": nonce}});
         let sent = self.http.post(format!("{}/message", self.base)).basic_auth(from, Some(PASSWORD)).json(&msg).send();
@@ -77,6 +87,9 @@ impl Api {
                     Ok(body) => {
                         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                         let clear = v["error"].is_string() && v["error_code"].is_string();
+                        if clear && status == 503 && v["storage"] == "outcome_unknown" {
+                            return Outcome::Unknown { timestamp: now, body };
+                        }
                         Outcome::Refused { status, body, clear }
                     }
                     // The 202's body was cut: we cannot know; count it as no answer.

@@ -23,6 +23,11 @@ pub struct Ledger {
     /// Refused with the JSON error shape: status → count; the nonces may arrive at most once.
     pub refused: HashMap<u16, u64>,
     pub refused_nonces: HashSet<String>,
+    /// Answered "outcome unknown" (a disk failure while committing): nonce → the timestamp it
+    /// was sent with, for the retry ([`Ledger::retry_unknown`]) that must settle it.
+    pub unknown: HashMap<String, u64>,
+    /// How many "outcome unknown" answers were settled by a retry (202).
+    pub unknown_settled: u64,
     /// Refusals without the JSON error shape (or a 500): `status body`, the first few.
     pub unclear: Vec<String>,
     pub unclear_count: u64,
@@ -51,6 +56,10 @@ impl Ledger {
                 }
                 self.refused_nonces.insert(nonce);
             }
+            Outcome::Unknown { timestamp, body } => {
+                self.samples.entry(503).or_insert(body);
+                self.unknown.insert(nonce, timestamp);
+            }
             Outcome::Failed { timeout, error } => {
                 if timeout {
                     self.timeouts += 1;
@@ -72,6 +81,8 @@ impl Ledger {
             *self.refused.entry(s).or_default() += n;
         }
         self.refused_nonces.extend(o.refused_nonces);
+        self.unknown.extend(o.unknown);
+        self.unknown_settled += o.unknown_settled;
         for (s, b) in o.samples {
             self.samples.entry(s).or_insert(b);
         }
@@ -86,6 +97,35 @@ impl Ledger {
                 self.unclear.push(u);
             }
         }
+    }
+}
+
+impl Ledger {
+    /// Retries every "outcome unknown" submission with the same nonce and content until it is
+    /// answered 202 (then it counts as accepted: it must arrive exactly once) or `deadline`
+    /// passes. Returns the answers of those that never got a 202 (each a failure of the server:
+    /// a retry of an unknown outcome must be safe and, once the disk is back, accepted).
+    pub async fn retry_unknown(&mut self, api: &Api, deadline: Duration) -> Vec<String> {
+        let end = Instant::now() + deadline;
+        let mut left = Vec::new();
+        for (nonce, ts) in std::mem::take(&mut self.unknown) {
+            loop {
+                match api.submit_at(SENDER, RECIPIENT, &nonce, ts).await {
+                    Outcome::Accepted => {
+                        self.unknown_settled += 1;
+                        self.accepted.insert(nonce);
+                        break;
+                    }
+                    other if Instant::now() > end => {
+                        left.push(format!("{nonce}: {other:?}"));
+                        self.refused_nonces.insert(nonce);
+                        break;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        left
     }
 }
 

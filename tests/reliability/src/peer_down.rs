@@ -1,6 +1,6 @@
 //! Scenario `peer-down`: the receiving server is killed and stays down for `--down-secs` while the
 //! sending server keeps accepting submissions (every one must be a 202: the message waits in the
-//! sender's queue, protocol.md §8); then it comes back on the same home and port and everything
+//! sender's queue, docs/protocol.md §8); then it comes back on the same home and port and everything
 //! must arrive exactly once within a deadline. Reports the time from the restart to the last
 //! delivery (which the retry backoff, `--retry-base` / `--retry-cap`, dominates).
 

@@ -87,7 +87,8 @@ impl Drop for Ext4 {
 /// The sending server's home becomes read-only under it: an ext4 error (`trigger_fs_error`) with
 /// `errors=remount-ro`, which Linux applies even with files open. Submissions must then be refused
 /// clearly (no 500, no hang) and the server stay up; after a repair and a restart every 202 arrives
-/// exactly once. `Err` when this cannot be set up here (no loop devices, no mkfs.ext4).
+/// exactly once, no refusal ever arrives, and every "outcome unknown" answer retried with the same
+/// nonce is accepted and arrives exactly once. `Err` when this cannot be set up here (no loop devices, no mkfs.ext4).
 pub async fn while_running(
     launch: &Launch,
     dir: &Path,
@@ -115,9 +116,10 @@ pub async fn while_running(
     let mut ledger = load.stop().await;
     let during = run_load(&alpha, "ro-during", Duration::from_secs(3)).await;
     let msg = format!(
-        "read-only while running (ext4 error): {} accepted, refused {:?}, {} without answer, {} unclear",
+        "read-only while running (ext4 error): {} accepted, refused {:?}, {} outcome unknown, {} without answer, {} unclear",
         during.accepted.len(),
         during.refused,
+        during.unknown.len(),
         during.uncertain.len(),
         during.unclear_count
     );
@@ -126,7 +128,8 @@ pub async fn while_running(
         eprintln!("  storage: refusal body: {b}");
         notes.push(format!("read-only while running → {}", b.trim()));
     }
-    if during.unclear_count > 0 || during.timeouts > 0 || !during.uncertain.is_empty() || during.refused.is_empty() {
+    if during.unclear_count > 0 || during.timeouts > 0 || !during.uncertain.is_empty() || (during.refused.is_empty() && during.unknown.is_empty())
+    {
         ok = false;
         notes.push(format!("{msg}: {:?} {:?}", during.unclear, during.failures));
     }
@@ -139,6 +142,16 @@ pub async fn while_running(
     fs.repair().map_err(|e| Error::Msg(format!("repairing the ext4 image: {e}")))?;
     pair.alpha.note("storage: repaired, read-write again, restart");
     pair.alpha.start().await?;
+    // Submissions answered "outcome unknown" are retried as a client should: the same nonce and
+    // content. Each must now be accepted, and arrive exactly once whether or not the first try
+    // had been stored.
+    let unknown = ledger.unknown.len();
+    let left = ledger.retry_unknown(&alpha, Duration::from_secs(30)).await;
+    eprintln!("  storage: {unknown} \"outcome unknown\" answers retried with the same nonce, {} not accepted", left.len());
+    if !left.is_empty() {
+        ok = false;
+        notes.push(format!("retries of \"outcome unknown\" not accepted: {left:?}"));
+    }
     let mut inbox = Inbox::new();
     let drained = drain(&mut inbox, &alpha, &beta, &ledger.accepted, Duration::from_secs(drain_secs)).await?;
     let t = Tally::of(&ledger, &inbox, "ro-");

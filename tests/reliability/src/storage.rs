@@ -15,7 +15,12 @@
 //!    `errors=remount-ro`; an ext4 error is triggered (`/sys/fs/ext4/<dev>/trigger_fs_error`) under
 //!    load, so the file system turns read-only with the database open: submissions must get clear
 //!    refusals, the server must stay up; after `e2fsck` and a restart every 202 arrives exactly
-//!    once. Reported as not tested where loop devices or `mkfs.ext4` are missing.
+//!    once.
+//!
+//! A refusal means "not stored": a refused nonce that arrives fails the scenario. The one answer
+//! that is not a refusal is `503` `"storage": "outcome_unknown"` (the disk failed inside `COMMIT`,
+//! docs/protocol.md §6.4): such submissions are retried with the same nonce and content once the
+//! disk is back, must then be accepted, and must arrive exactly once. Reported as not tested where loop devices or `mkfs.ext4` are missing.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -106,12 +111,14 @@ pub async fn run(s: &Storage, launch: &Launch, dir: &Path) -> Result<Row, Error>
     let filled = fill(&home)?;
     eprintln!("  storage: filled {} KiB of the tmpfs; submitting", filled / 1024);
     let full = run_load(&alpha, "st-full", Duration::from_secs(4)).await;
-    let storage_refusals: u64 = full.refused.iter().filter(|(s, _)| [503, 507].contains(s)).map(|(_, n)| n).sum();
+    let storage_refusals: u64 = full.refused.iter().filter(|(s, _)| [503, 507].contains(s)).map(|(_, n)| n).sum::<u64>()
+        + full.unknown.len() as u64;
     let full_msg = format!(
-        "disk full: {} accepted, {} refused {:?}, {} without answer, {} unclear",
+        "disk full: {} accepted, {} refused {:?}, {} outcome unknown, {} without answer, {} unclear",
         full.accepted.len(),
         full.refused.values().sum::<u64>(),
         full.refused,
+        full.unknown.len(),
         full.uncertain.len(),
         full.unclear_count
     );
@@ -136,7 +143,10 @@ pub async fn run(s: &Storage, launch: &Launch, dir: &Path) -> Result<Row, Error>
     std::fs::remove_file(home.join("filler"))?;
     pair.alpha.note("storage: space freed");
     let freed = run_load(&alpha, "st-freed", Duration::from_secs(2)).await;
-    let not_202 = freed.refused.values().sum::<u64>() + freed.unclear_count + freed.uncertain.len() as u64;
+    let not_202 = freed.refused.values().sum::<u64>()
+        + freed.unclear_count
+        + freed.uncertain.len() as u64
+        + freed.unknown.len() as u64;
     eprintln!("  storage: space freed: {} accepted, {not_202} not", freed.accepted.len());
     if not_202 > 0 || freed.accepted.is_empty() {
         fail(
@@ -194,6 +204,14 @@ pub async fn run(s: &Storage, launch: &Launch, dir: &Path) -> Result<Row, Error>
     pair.alpha.note("storage: read-write again, restart");
     pair.alpha.start().await?;
     ledger.merge(run_load(&alpha, "st-after", Duration::from_secs(1)).await);
+    // "Outcome unknown" answers (a commit that failed on the full or read-only disk) are retried
+    // with the same nonce and content: each must be accepted now and arrive exactly once.
+    let unknown = ledger.unknown.len();
+    let left = ledger.retry_unknown(&alpha, Duration::from_secs(30)).await;
+    eprintln!("  storage: {unknown} \"outcome unknown\" answers retried with the same nonce, {} not accepted", left.len());
+    if !left.is_empty() {
+        fail(&mut notes, format!("retries of \"outcome unknown\" not accepted: {left:?}"));
+    }
     let mut inbox = Inbox::new();
     let drained = drain(&mut inbox, &alpha, &beta, &ledger.accepted, Duration::from_secs(s.drain_secs)).await?;
     let mut t = Tally::of(&ledger, &inbox, "st-");
