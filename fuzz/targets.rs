@@ -5,7 +5,7 @@
 //! Each body takes arbitrary bytes and must never panic. Besides "no panic", each checks invariants
 //! of the code under test with `assert!`, so a violated invariant is a crash the fuzzer reports:
 //!
-//! * [`message_parse`]: `Message::parse` (protocol.md §2, §4) and `AgentId::parse` (§1); a parsed
+//! * [`message_parse`]: `Message::parse` (docs/protocol.md §2, §4) and `AgentId::parse` (§1); a parsed
 //!   message prints back to itself, and its canonical form is deterministic.
 //! * [`canonical`]: the reference's canonical form (`canonical.rs`, §3) and RFC 8785 (`jcs.rs`):
 //!   deterministic, idempotent, its output re-parses, and the strict parser agrees with serde_json

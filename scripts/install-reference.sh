@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Installs the reference implementation of ATP (the Python `agent-transfer-protocol` 1.0.0a8, protocol.md)
+# Installs the reference implementation of ATP (the Python `agent-transfer-protocol` 1.0.0a8, docs/protocol.md)
 # into a virtualenv at <repo>/target/atp-ref-venv, for the interop test atp-native/tests/reference_cli.rs
 # and the load benchmark tests/bench/run.sh. Idempotent: a venv that already has the right version is kept.
 #
 # starlette is pinned below 1.0: with starlette 1.x the reference's server crashes at start
-# (protocol.md §11.0, §12 item 1).
+# (docs/protocol.md §11.0, §12 item 1).
 #
 # Environment: ATP_REF_VENV overrides the venv path; PYTHON the interpreter (default python3, ≥ 3.10).
 set -euo pipefail

@@ -1,9 +1,9 @@
-//! The command line (protocol.md §9): `atp server start` with the reference's options plus
+//! The command line (docs/protocol.md §9): `atp server start` with the reference's options plus
 //! `--registration`, `--home` and `--log-level` filters, and the client commands `agent`, `send`,
 //! `recv`, `keys`, `status`, `inspect` and `dns` (run by [`crate::commands`]).
 //!
 //! Every server option is optional here: [`crate::config::Settings::resolve`] applies the
-//! precedence flags > environment (`ATP_*`, read by clap) > `config.toml` > defaults (design.md §6).
+//! precedence flags > environment (`ATP_*`, read by clap) > `config.toml` > defaults (docs/design.md §6).
 //! Client commands take their defaults from `ATP_*` variables and `config.toml`'s `agent_id`.
 
 use std::path::PathBuf;
@@ -319,7 +319,7 @@ pub enum ServerAction {
     Start(StartArgs),
 }
 
-/// Who may register agents (`POST register`, protocol.md §6; design.md §3).
+/// Who may register agents (`POST register`, docs/protocol.md §6; docs/design.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Registration {

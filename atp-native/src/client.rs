@@ -1,5 +1,5 @@
-//! The HTTP client of the command line (protocol.md §6 routes, §7 credentials, §9 `--server` and
-//! `--no-verify`), fixing the reference's client bugs (protocol.md §12 item 21):
+//! The HTTP client of the command line (docs/protocol.md §6 routes, §7 credentials, §9 `--server` and
+//! `--no-verify`), fixing the reference's client bugs (docs/protocol.md §12 item 21):
 //!
 //! * `--server` accepts `host`, `host:port`, `https://host[:port]`, `http://host[:port]` (with a
 //!   warning on stderr) and bracketed IPv6 literals (`[::1]:7443`); the default port is 7443. Paths,
@@ -23,7 +23,7 @@ use atp_wasm::identity::{AgentId, IdentityError};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// Path prefix of every route (protocol.md §6).
+/// Path prefix of every route (docs/protocol.md §6).
 pub const API_PREFIX: &str = "/.well-known/atp/v1/";
 
 /// Longest a whole request may take.
@@ -51,7 +51,7 @@ pub enum ClientError {
     /// The user answered "no" to the certificate prompt.
     #[error("aborted: the TLS certificate of {server} was not accepted")]
     CertificateRefused { server: String },
-    /// The server refused the request (protocol.md §6 error shape).
+    /// The server refused the request (docs/protocol.md §6 error shape).
     #[error("{message} (HTTP {status}{})", code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
     Api { status: u16, message: String, code: Option<String> },
     /// The answer is not what the protocol says.
@@ -72,7 +72,7 @@ pub enum Scheme {
     Https,
 }
 
-/// A parsed `--server` value (protocol.md §9 "`--server` parsing", fixed).
+/// A parsed `--server` value (docs/protocol.md §9 "`--server` parsing", fixed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerUrl {
     pub scheme: Scheme,
@@ -178,9 +178,9 @@ pub struct TlsOptions {
 #[derive(Debug, Clone)]
 pub enum Auth {
     None,
-    /// An agent's `id:password` (protocol.md §7).
+    /// An agent's `id:password` (docs/protocol.md §7).
     Basic(String, String),
-    /// The admin token (protocol.md §6 "Admin auth").
+    /// The admin token (docs/protocol.md §6 "Admin auth").
     Bearer(String),
 }
 

@@ -1,6 +1,6 @@
-//! Configuration: `config.toml` in the reference's format (protocol.md §8.8) and the effective
+//! Configuration: `config.toml` in the reference's format (docs/protocol.md §8.8) and the effective
 //! server settings, with the precedence flags > environment `ATP_*` > `config.toml` > defaults
-//! (design.md §6). Unlike the reference (protocol.md §12 item 19), `[server] max_message_size` is
+//! (docs/design.md §6). Unlike the reference (docs/protocol.md §12 item 19), `[server] max_message_size` is
 //! honoured, `domain`/`port` from the file are used when no flag or variable gives them, and
 //! `--no-tls` always means plain HTTP.
 
@@ -12,13 +12,13 @@ use serde::Deserialize;
 use crate::cli::{Registration, StartArgs};
 use crate::home::Home;
 
-/// `config.toml` (protocol.md §8.8); unknown keys are ignored, as the reference does.
+/// `config.toml` (docs/protocol.md §8.8); unknown keys are ignored, as the reference does.
 #[derive(Debug, Default, Deserialize)]
 pub struct FileConfig {
     /// The default agent of the command line: `--from` of `send`, `--agent-id` of `recv`
-    /// (protocol.md §8.8). A name without `@` is completed with the server's domain.
+    /// (docs/protocol.md §8.8). A name without `@` is completed with the server's domain.
     pub agent_id: Option<String>,
-    /// Use `peers_file` / `dns_override_file` (protocol.md §8.9).
+    /// Use `peers_file` / `dns_override_file` (docs/protocol.md §8.9).
     #[serde(default)]
     pub local_mode: bool,
     pub peers_file: Option<PathBuf>,
@@ -110,7 +110,7 @@ pub enum TlsMode {
     Off,
     /// The operator's certificate and key.
     Files { cert: PathBuf, key: PathBuf },
-    /// A self-signed certificate kept in `<home>/certs/` (design.md §3).
+    /// A self-signed certificate kept in `<home>/certs/` (docs/design.md §3).
     SelfSigned,
 }
 
@@ -138,7 +138,7 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
 }
 
-/// How the delivery engine works (design.md §3).
+/// How the delivery engine works (docs/design.md §3).
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub policy: atp_wasm::retry::RetryPolicy,

@@ -1,4 +1,4 @@
-//! Agent credentials (protocol.md §7, design.md §3 "cheap authentication"): argon2id hashes, and a
+//! Agent credentials (docs/protocol.md §7, docs/design.md §3 "cheap authentication"): argon2id hashes, and a
 //! short-lived in-memory cache of verified credentials keyed by a keyed hash of `id:password`, so a
 //! request does not pay a full argon2 hash each time and no plaintext is kept.
 

@@ -1,4 +1,4 @@
-//! Real DNS (protocol.md §5): the core's [`Resolver`] trait over hickory's stub resolver, using the
+//! Real DNS (docs/protocol.md §5): the core's [`Resolver`] trait over hickory's stub resolver, using the
 //! system configuration (`/etc/resolv.conf`, `/etc/hosts`) or one given server (`--dns-server
 //! IP:PORT`, UDP with TCP fallback).
 //!

@@ -1,4 +1,4 @@
-//! The home directory (protocol.md §8.7, §8.8): `config.toml`, `keys/`, `certs/`, `data/`.
+//! The home directory (docs/protocol.md §8.7, §8.8): `config.toml`, `keys/`, `certs/`, `data/`.
 //! Resolved from `--home` (or `ATP_HOME`), then `$HOME/.atp`.
 
 use std::fs;
@@ -123,9 +123,9 @@ impl Home {
         }
     }
 
-    /// Generates a key pair for `selector` and records it in `keyring.json` (protocol.md §8.7).
+    /// Generates a key pair for `selector` and records it in `keyring.json` (docs/protocol.md §8.7).
     /// An existing selector is an error unless `force` (the reference silently overwrote it,
-    /// protocol.md §12 item 17).
+    /// docs/protocol.md §12 item 17).
     pub fn generate_key(&self, selector: &str, now: i64, force: bool) -> Result<(DomainKey, KeyInfo), HomeError> {
         if !is_selector(selector) {
             return Err(HomeError::BadSelector(selector.to_owned()));
@@ -167,7 +167,7 @@ impl Home {
         }
     }
 
-    /// The keys of `keyring.json`, in the file's order (protocol.md §8.7).
+    /// The keys of `keyring.json`, in the file's order (docs/protocol.md §8.7).
     pub fn keyring(&self) -> Result<Vec<KeyInfo>, HomeError> {
         let ring = self.keyring_value()?;
         let Some(keys) = ring.get("keys").and_then(serde_json::Value::as_object) else {
@@ -212,7 +212,7 @@ pub struct KeyInfo {
     pub created_at: i64,
 }
 
-/// A selector is one DNS label (it becomes `<selector>.atk._atp.<domain>`, protocol.md §5.3).
+/// A selector is one DNS label (it becomes `<selector>.atk._atp.<domain>`, docs/protocol.md §5.3).
 pub fn is_selector(s: &str) -> bool {
     !s.contains('.') && atp_wasm::identity::validate_domain(s).is_ok()
 }
@@ -246,7 +246,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
     }
     let mut f = opts.open(path).map_err(io(path))?;
     // `mode` applies only when the file is created: tighten a file that existed (e.g. the
-    // reference's 0644 key, protocol.md §12 item 17) before writing the secret into it.
+    // reference's 0644 key, docs/protocol.md §12 item 17) before writing the secret into it.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

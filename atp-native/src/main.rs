@@ -1,4 +1,4 @@
-//! `atp`: the Agent Transfer Protocol server and its command-line client (design.md §1 "atp-native").
+//! `atp`: the Agent Transfer Protocol server and its command-line client (docs/design.md §1 "atp-native").
 //!
 //! | module | holds |
 //! |---|---|
@@ -12,7 +12,7 @@
 //! | [`delivery`] | the outbound queue: signing, discovery, transfer, retries, bounces |
 //! | [`store`] | SQLite: schema, migrations, group-commit writer |
 //! | [`credentials`] | argon2id hashes and the verified-credential cache |
-//! | [`routes`] | the HTTP API of protocol.md §6 |
+//! | [`routes`] | the HTTP API of docs/protocol.md §6 |
 //! | [`error`] | the one place where a rejection becomes an HTTP response |
 //! | [`metrics`] | counters for `/stats` and Prometheus `/metrics` |
 //! | [`server`] | start-up, serving, graceful shutdown |

@@ -1,4 +1,4 @@
-//! In-memory counters (design.md §6): the reference's `/stats` JSON (protocol.md §6 "/stats body")
+//! In-memory counters (docs/design.md §6): the reference's `/stats` JSON (docs/protocol.md §6 "/stats body")
 //! and Prometheus text at `/metrics`. Counters reset on restart, as the reference's do; queue and
 //! agent counts come from the database when rendered.
 
@@ -36,7 +36,7 @@ pub struct Metrics {
     pub delivered_local: Counter,
     /// Messages stored for the delivery engine (another domain).
     pub queued: Counter,
-    /// Exact repeats answered 202 without storing (design.md §3).
+    /// Exact repeats answered 202 without storing (docs/design.md §3).
     pub duplicates: Counter,
     /// Same nonce, other content, or a timestamp outside the window.
     pub replay_blocked: Counter,
@@ -143,7 +143,7 @@ impl Metrics {
         self.rejections.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
-    /// The reference's `/stats` body (protocol.md §6), plus atp's own counters: `agents` lists the
+    /// The reference's `/stats` body (docs/protocol.md §6), plus atp's own counters: `agents` lists the
     /// registered agents (the reference listed recipients, §12 item 20).
     pub fn stats_json(&self, domain: &str, queue: &QueueCounts, agents: Vec<String>) -> serde_json::Value {
         let q: serde_json::Map<String, serde_json::Value> =

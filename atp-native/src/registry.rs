@@ -3,7 +3,7 @@
 //! The seed README's walkthrough runs two servers in one home, "no DNS needed":
 //! `atp server start --domain alice.local --port 7443` and `--domain bob.local --port 7444`, then
 //! sends from `agent@alice.local` to `agent@bob.local`. The reference cannot do this (its servers
-//! would share one database, protocol.md §8.6, and it has no discovery without DNS or override
+//! would share one database, docs/protocol.md §8.6, and it has no discovery without DNS or override
 //! files). atp keeps state per domain, and every server publishes what DNS would say about its
 //! domain in `<home>/registry/<domain>.json`: its loopback endpoint (SVCB `_atp`), its ATS policy
 //! (loopback addresses only) and its ATK record. Resolution consults the registry after the

@@ -1,5 +1,5 @@
-//! DNS for the server: the core's [`Resolver`] trait (design.md §1) implemented over the local
-//! discovery overrides of the reference (protocol.md §8.9): `peers.toml` (quoted domain tables with
+//! DNS for the server: the core's [`Resolver`] trait (docs/design.md §1) implemented over the local
+//! discovery overrides of the reference (docs/protocol.md §8.9): `peers.toml` (quoted domain tables with
 //! `host`, `port`, `alpn`, `capabilities`, `ip_addresses`) and `dns_override.toml` (quoted name tables
 //! with `record`), read once at start when `local_mode = true`.
 //!
@@ -71,7 +71,7 @@ pub fn load_overrides(peers: Option<&Path>, dns: Option<&Path>) -> Result<Static
     Ok(r)
 }
 
-/// The resolver the server uses: the explicit overrides first (`local_mode`, protocol.md §8.9),
+/// The resolver the server uses: the explicit overrides first (`local_mode`, docs/protocol.md §8.9),
 /// then the local registry of running servers ([`Registry`], loopback only), then real DNS
 /// ([`DnsResolver`]). A source that has no records for a name passes the question on, as the
 /// reference's `CompositeResolver` does; a DNS failure is returned as such.
@@ -127,7 +127,7 @@ impl ServerResolver {
 
     /// True when `domain`'s records come from a local source (an override or the registry), whose
     /// endpoints use self-signed certificates: transfers there skip certificate verification, as
-    /// the reference does in `local_mode` (protocol.md §8.9).
+    /// the reference does in `local_mode` (docs/protocol.md §8.9).
     pub async fn is_local_peer(&self, domain: &str) -> bool {
         let name = format!("_atp.{domain}");
         if let Some(o) = &self.overrides {

@@ -1,4 +1,4 @@
-//! `atp server start` (protocol.md §9): prepares the home (keys, certificate, database), binds the
+//! `atp server start` (docs/protocol.md §9): prepares the home (keys, certificate, database), binds the
 //! listener, serves the API over TLS 1.3 (or plain HTTP with `--no-tls`) and shuts down gracefully
 //! on SIGTERM/SIGINT: stop accepting, let requests in flight finish (10 s at most), then commit and
 //! close the database writer.

@@ -1,4 +1,4 @@
-//! TLS for the server: TLS 1.3 only, ALPN `atp/1`, `h2`, `http/1.1` (design.md §3). Without
+//! TLS for the server: TLS 1.3 only, ALPN `atp/1`, `h2`, `http/1.1` (docs/design.md §3). Without
 //! `--cert/--key`, a self-signed certificate is generated once and reused.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The `atp` command line as a user runs it (protocol.md §9; the seed README's quick start and
+//! The `atp` command line as a user runs it (docs/protocol.md §9; the seed README's quick start and
 //! "Try It: Two Servers Talking"): every client command against the real server binary, each test
 //! with its own servers on free loopback ports and its own temporary homes, and every error path
 //! (one `error: …` line on stderr and a non-zero exit, or a JSON error object with `--output json`).
@@ -250,7 +250,7 @@ fn error_paths_fail_with_one_line() {
         v,
         json!({"status": "error", "error": "Credential verification failed", "error_code": "535 5.7.8", "http_status": 401})
     );
-    // recv with a wrong password is an error, not "No messages." (protocol.md §12 item 21)
+    // recv with a wrong password is an error, not "No messages." (docs/protocol.md §12 item 21)
     assert_eq!(u.fails_json(&args(&["recv", "--agent-id", "bob", "-P", "nope"], &srv, &[]))["http_status"], 401);
     let text = args(&["recv", "--agent-id", "bob", "-P", "nope"], &srv, &["--output", "text"]);
     assert!(u.fails(&text).contains("HTTP 401"));
@@ -780,7 +780,7 @@ fn dns_check_reads_back_what_dns_generate_prints() {
 
 #[test]
 fn keys_are_read_by_the_reference_cli() {
-    // The same ~/.atp layout (design.md §2): the reference's `atp keys show` reads our key.
+    // The same ~/.atp layout (docs/design.md §2): the reference's `atp keys show` reads our key.
     let venv = std::env::var_os("ATP_REF_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/atp-ref-venv"));

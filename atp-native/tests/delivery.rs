@@ -1,7 +1,7 @@
 //! Delivery between two real atp servers on loopback (TLS, discovery through `--peers` /
 //! `--dns-override`): delivery, retry after the peer was down, no duplicate after a lost 202,
 //! bounce on a permanent 403, no stranded message after kill -9 of the sender mid-delivery
-//! (design.md §3). Faults the network cannot produce on demand go through [`common::proxy`].
+//! (docs/design.md §3). Faults the network cannot produce on demand go through [`common::proxy`].
 
 mod common;
 

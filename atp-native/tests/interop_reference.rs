@@ -1,12 +1,12 @@
-//! Interop with the reference server (`agent-transfer-protocol` 1.0.0a8 from PyPI, protocol.md §11)
+//! Interop with the reference server (`agent-transfer-protocol` 1.0.0a8 from PyPI, docs/protocol.md §11)
 //! in both directions, over loopback TLS with the reference's own discovery overrides:
 //!
 //! * atp → reference: our server signs and transfers; the reference verifies our signature (ATS +
-//!   ATK, protocol.md §5) and stores the message for its agent.
+//!   ATK, docs/protocol.md §5) and stores the message for its agent.
 //! * reference → atp: the reference signs and transfers; our server verifies its signature.
 //!
 //! The payloads are those of every shared signing vector (unicode, escapes, floats, big integers,
-//! cc, routing, …); what arrives is compared by its canonical form (protocol.md §3), so a float
+//! cc, routing, …); what arrives is compared by its canonical form (docs/protocol.md §3), so a float
 //! the reference re-serialises still compares equal when it means the same number.
 //!
 //! Needs the reference in `<repo>/target/atp-ref-venv` (scripts/install-reference.sh); without it

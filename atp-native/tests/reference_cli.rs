@@ -1,5 +1,5 @@
-//! Wire compatibility with the reference (design.md §2): the reference's own Python CLI and SDK
-//! (`agent-transfer-protocol` 1.0.0a8, protocol.md §9, §10) register, send and receive against the
+//! Wire compatibility with the reference (docs/design.md §2): the reference's own Python CLI and SDK
+//! (`agent-transfer-protocol` 1.0.0a8, docs/protocol.md §9, §10) register, send and receive against the
 //! real `atp` binary, unchanged.
 //!
 //! Needs the reference in a virtualenv: `scripts/install-reference.sh` (it makes
@@ -123,7 +123,7 @@ fn reference_cli_registers_sends_and_receives() {
     assert_eq!(sent["status"], "accepted", "{sent}");
     let nonce = sent["nonce"].as_str().unwrap().to_owned();
 
-    // A wrong password is reported (the reference CLI exits 0 even then, protocol.md §9).
+    // A wrong password is reported (the reference CLI exits 0 even then, docs/protocol.md §9).
     let out = s.cli_ok(&[
         "send",
         "bob@alpha.test",
@@ -231,7 +231,7 @@ fn reference_cli_admin_commands() {
     assert_ne!(wrong.status.code(), Some(0));
 }
 
-/// The reference's Python SDK (`atp.client.ATPClient`, protocol.md §10) against our server.
+/// The reference's Python SDK (`atp.client.ATPClient`, docs/protocol.md §10) against our server.
 #[test]
 fn reference_sdk_sends_and_receives() {
     let s = Env::start();

@@ -1,4 +1,4 @@
-//! Every route of protocol.md §6 against the real binary (TLS, self-signed): shapes, status codes,
+//! Every route of docs/protocol.md §6 against the real binary (TLS, self-signed): shapes, status codes,
 //! and every error path, all as JSON `{"error", "error_code", …}`.
 
 mod common;

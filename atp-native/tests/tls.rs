@@ -1,6 +1,6 @@
-//! TLS of the real binary (design.md §3): TLS 1.3 only, ALPN `atp/1` / `h2` / `http/1.1`, the
+//! TLS of the real binary (docs/design.md §3): TLS 1.3 only, ALPN `atp/1` / `h2` / `http/1.1`, the
 //! self-signed certificate made once and reused, the operator's own certificate, `--no-tls`, and the
-//! domain key files of protocol.md §8.7.
+//! domain key files of docs/protocol.md §8.7.
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! Remote transfers (server → server) against the real binary: the matrix of protocol.md §11.3,
-//! with atp's fixed behaviour (design.md §3). Transfers are signed here with test keys whose ATS
+//! Remote transfers (server → server) against the real binary: the matrix of docs/protocol.md §11.3,
+//! with atp's fixed behaviour (docs/design.md §3). Transfers are signed here with test keys whose ATS
 //! and ATK records the server reads from a `dns_override.toml` (`local_mode = true`).
 
 mod common;
@@ -203,7 +203,7 @@ async fn signature_failures() {
     );
     // signed with the wrong key
     assert_eq!(p.code(signed(g("s9"), &key(9), "gamma.test")).await, atk_sig);
-    // mixed-case from: signed as sent → 403; signed lowercased → 202 (protocol.md §3)
+    // mixed-case from: signed as sent → 403; signed lowercased → 202 (docs/protocol.md §3)
     let mut mixed = g("s10");
     mixed["from"] = json!("Zed@Gamma.test");
     let mut m = Message::from_value(mixed.clone()).unwrap();

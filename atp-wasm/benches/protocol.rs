@@ -1,5 +1,5 @@
 //! Criterion micro-benchmarks of the protocol core (run by hand, or by tests/bench/run.sh):
-//! canonicalisation (the reference's form, protocol.md §3, and RFC 8785), Ed25519 signing and
+//! canonicalisation (the reference's form, docs/protocol.md §3, and RFC 8785), Ed25519 signing and
 //! verification (§4), and the inbound pipeline for a remote transfer end to end (§5.3, §6: parse,
 //! ATS, ATK, timestamp horizon, idempotency) with an in-memory resolver, a fixed clock and an
 //! in-memory replay store holding 10,000 earlier nonces.

@@ -1,4 +1,4 @@
-//! The reference's canonical form: the exact bytes ATP signs (protocol.md §3).
+//! The reference's canonical form: the exact bytes ATP signs (docs/protocol.md §3).
 //!
 //! It is *not* RFC 8785 (see [`crate::jcs`] for that): object keys are sorted by Unicode code point,
 //! integers are written at arbitrary precision exactly as received, and floats follow Python's
@@ -46,7 +46,7 @@ pub const ERROR_SNIPPET: usize = 64;
 /// 2^53: below it every integer is exactly representable as a double.
 const TWO_POW_53: f64 = 9_007_199_254_740_992.0;
 
-/// Canonical text of a JSON value, per the reference's rules (protocol.md §3).
+/// Canonical text of a JSON value, per the reference's rules (docs/protocol.md §3).
 pub fn canonicalize(value: &Value) -> Result<String, CanonError> {
     let mut out = String::new();
     write_value(value, &mut out, 0)?;
@@ -352,7 +352,7 @@ pub(crate) struct Rules {
     pub number: fn(&str, &mut String) -> Result<(), CanonError>,
 }
 
-/// The reference's rules (protocol.md §3): code-point key order, Python number formatting.
+/// The reference's rules (docs/protocol.md §3): code-point key order, Python number formatting.
 const REFERENCE: Rules = Rules {
     // `str`'s order is UTF-8 byte order, which is code-point order (Python's `sorted`).
     key_order: |a, b| a.cmp(b),

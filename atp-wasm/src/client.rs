@@ -1,13 +1,13 @@
-//! The agent side of the HTTP API (protocol.md §6, §9, §10): what `atp send` / `atp recv` and the
+//! The agent side of the HTTP API (docs/protocol.md §6, §9, §10): what `atp send` / `atp recv` and the
 //! reference's `ATPClient` do, as a small state machine over an [`HttpTransport`]. It is the whole
 //! client of the npm package (`AtpClient`, whose JavaScript glue only performs `fetch`) and is
 //! tested natively with canned responses.
 //!
 //! * Server addresses are read as the CLI reads `--server` ([`ServerUrl::parse`]).
 //! * Short agent names (no `@`) are completed with the server's domain, learnt once from
-//!   `GET health` (the reference's CLI and SDK refuse short names, protocol.md §12 item 21); the
+//!   `GET health` (the reference's CLI and SDK refuse short names, docs/protocol.md §12 item 21); the
 //!   agent's own id must be of that domain, as in atp's CLI.
-//! * `recv` keeps the `after_id` cursor in the client, as the reference SDK does (protocol.md §10):
+//! * `recv` keeps the `after_id` cursor in the client, as the reference SDK does (docs/protocol.md §10):
 //!   the server never deletes anything, so the cursor is what makes a message arrive once.
 //! * Every failure is one [`ClientError`]: the HTTP status and the server's `error_code` when the
 //!   server answered, a [`ErrorKind`] otherwise.
@@ -23,16 +23,16 @@ use crate::identity::AgentId;
 use crate::message::Message;
 use crate::DEFAULT_PORT;
 
-/// Path prefix of every route (protocol.md §6).
+/// Path prefix of every route (docs/protocol.md §6).
 pub const API_PREFIX: &str = "/.well-known/atp/v1";
 
-/// Content type of a submitted message, as the reference sends it (protocol.md §2).
+/// Content type of a submitted message, as the reference sends it (docs/protocol.md §2).
 pub const MESSAGE_CONTENT_TYPE: &str = "application/atp+json";
 
-/// How often `recv` with `wait` asks the server again, as the reference's CLI does (protocol.md §9).
+/// How often `recv` with `wait` asks the server again, as the reference's CLI does (docs/protocol.md §9).
 pub const DEFAULT_POLL_MS: u32 = 2_000;
 
-/// How long `recv` with `wait: true` waits for mail, as the reference's CLI does (protocol.md §9).
+/// How long `recv` with `wait: true` waits for mail, as the reference's CLI does (docs/protocol.md §9).
 pub const DEFAULT_WAIT_MS: u32 = 30_000;
 
 /// What went wrong, beyond the HTTP status.
@@ -60,7 +60,7 @@ impl ErrorKind {
 }
 
 /// A failed client call. `status` is the HTTP status (0 when there was no answer), `code` the
-/// server's `error_code` (protocol.md §5.4; atp-native sends one with every error), `body` the
+/// server's `error_code` (docs/protocol.md §5.4; atp-native sends one with every error), `body` the
 /// server's JSON error object.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
@@ -86,7 +86,7 @@ impl ClientError {
     }
 
     /// The error a non-2xx response stands for: the reference's `{"error": …, "error_code": …}`
-    /// shape (protocol.md §6), with `error_message` or `details` appended to the text when present.
+    /// shape (docs/protocol.md §6), with `error_message` or `details` appended to the text when present.
     pub fn from_response(resp: &HttpResponse) -> Self {
         let body: Option<Value> = serde_json::from_slice(&resp.body).ok().filter(Value::is_object);
         let field = |k: &str| body.as_ref().and_then(|b| b.get(k)).and_then(Value::as_str).map(str::to_owned);
@@ -118,7 +118,7 @@ impl ClientError {
 /// A server address, read exactly as the CLI (`atp --server`, atp-native) reads it: `host`,
 /// `host:port`, `https://host[:port][/]`, `http://host[:port][/]`, where host is a DNS name, an IPv4
 /// address or a bracketed IPv6 address (`[::1]:7443`); `example.com` → `https://example.com:7443`.
-/// The default port is 7443 for both schemes, as in the reference (protocol.md §9). Unlike the
+/// The default port is 7443 for both schemes, as in the reference (docs/protocol.md §9). Unlike the
 /// reference, a path is refused instead of silently dropped, and IPv6 literals work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerUrl {
@@ -206,14 +206,14 @@ fn clip(s: &str) -> String {
     crate::records::clip(s)
 }
 
-/// What a `send` carries besides the recipient (protocol.md §2, §9 `send`).
+/// What a `send` carries besides the recipient (docs/protocol.md §2, §9 `send`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SendOptions {
     pub body: Option<String>,
     pub subject: Option<String>,
     /// Any JSON value, sent as the payload as it is (instead of `body`/`subject`).
     pub payload: Option<Value>,
-    /// Copy addresses (metadata only, protocol.md §2); short names are completed too.
+    /// Copy addresses (metadata only, docs/protocol.md §2); short names are completed too.
     pub cc: Vec<String>,
 }
 
@@ -223,7 +223,7 @@ pub struct SendReceipt {
     /// The server's `status` (`accepted`).
     pub status: String,
     pub nonce: String,
-    /// The message's timestamp (Unix seconds), as the reference SDK returns it (protocol.md §10).
+    /// The message's timestamp (Unix seconds), as the reference SDK returns it (docs/protocol.md §10).
     pub timestamp: i64,
     /// The message as submitted (ids completed and lowercased).
     pub message: Message,
@@ -340,7 +340,7 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
         Ok(v)
     }
 
-    /// `GET capabilities` (protocol.md §6).
+    /// `GET capabilities` (docs/protocol.md §6).
     pub async fn capabilities(&self) -> Result<Value, ClientError> {
         self.call_json(HttpRequest::get(self.server.route("capabilities"))).await
     }
@@ -390,7 +390,7 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
     }
 
     /// `POST register` `{"agent_id","password"}` → `{"status":"registered","agent_id":…}`. The name
-    /// is sent as given; the server completes a short one with its domain (protocol.md §6).
+    /// is sent as given; the server completes a short one with its domain (docs/protocol.md §6).
     pub async fn register(&self) -> Result<Value, ClientError> {
         let body = serde_json::json!({"agent_id": self.agent_name()?, "password": self.password()?});
         let req = HttpRequest::post(self.server.route("register"), "application/json", body.to_string());
@@ -431,7 +431,7 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
     }
 
     /// Submits a message to `to` (a full id or a short name of the server's domain) with the
-    /// agent's credential: `POST message` → 202 (protocol.md §6).
+    /// agent's credential: `POST message` → 202 (docs/protocol.md §6).
     pub async fn send(&self, to: &str, opts: &SendOptions) -> Result<SendReceipt, ClientError> {
         let password = self.password()?.to_owned();
         let msg = self.compose(to, opts).await?;
@@ -451,7 +451,7 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
         HttpRequest::get(url).basic_auth(&agent.to_string(), password)
     }
 
-    /// Fetches the agent's new messages (`GET messages`, protocol.md §6) after the cursor and
+    /// Fetches the agent's new messages (`GET messages`, docs/protocol.md §6) after the cursor and
     /// moves the cursor past them. Each message is returned as JSON text exactly as the server
     /// stored it (numbers keep their digits, so signatures still verify). With `wait_ms`, asks
     /// again every `poll_ms` until something arrives or the time is up; then the result may be empty.

@@ -30,7 +30,7 @@
 //!   failures in the sense of [`crate::env`].
 //! * CNAME chains inside the answer are followed (a recursive resolver includes them); records of
 //!   the asked type whose owner is the name or a CNAME target are returned, in answer order.
-//! * TXT character-strings are concatenated (protocol.md §5.2); bytes that are not UTF-8 are
+//! * TXT character-strings are concatenated (docs/protocol.md §5.2); bytes that are not UTF-8 are
 //!   replaced. SVCB params other than `port`, `alpn`, `ipv4hint` and `ipv6hint` are ignored, as
 //!   [`SvcbRecord::parse`] ignores them.
 
@@ -65,7 +65,7 @@ const TYPE_SVCB: u16 = 64;
 /// CLASS IN.
 const CLASS_IN: u16 = 1;
 
-/// The record types ATP looks up (protocol.md §5).
+/// The record types ATP looks up (docs/protocol.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryType {
     A,

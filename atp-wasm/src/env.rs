@@ -1,4 +1,4 @@
-//! The small traits through which the outside world reaches the core (design.md §1): DNS lookups,
+//! The small traits through which the outside world reaches the core (docs/design.md §1): DNS lookups,
 //! the clock and the dedup store. Each home (native server, worker, browser) implements them; the
 //! core only calls them.
 //!
@@ -26,7 +26,7 @@ impl DnsError {
     }
 }
 
-/// DNS, as ATP needs it (protocol.md §5).
+/// DNS, as ATP needs it (docs/protocol.md §5).
 #[allow(async_fn_in_trait)]
 pub trait Resolver {
     /// TXT records at `name`, each record's character-strings concatenated.
@@ -60,7 +60,7 @@ pub fn normalize_name(name: &str) -> String {
 }
 
 /// A resolver answering from in-memory tables: the local overrides of `peers.toml` and
-/// `dns_override.toml` (protocol.md §8.9), and a fixed DNS for tests. Names not in a table have no
+/// `dns_override.toml` (docs/protocol.md §8.9), and a fixed DNS for tests. Names not in a table have no
 /// records; names listed in `failing` fail temporarily.
 #[derive(Debug, Default, Clone)]
 pub struct StaticResolver {
@@ -167,7 +167,7 @@ pub type ContentHash = [u8; 32];
 pub struct StoreError(pub String);
 
 /// What a receiving server remembers of accepted remote transfers, for the whole retry horizon
-/// (design.md §3): the content hash of the message accepted under `(sender domain, nonce)`.
+/// (docs/design.md §3): the content hash of the message accepted under `(sender domain, nonce)`.
 /// Recording happens in the home's own transaction, together with storing the message.
 #[allow(async_fn_in_trait)]
 pub trait DedupStore {

@@ -1,9 +1,9 @@
 //! Protocol rejections: the `(http status, error_code, message)` triple every layer returns, and the
-//! one place that turns it into the reference's JSON error shape (protocol.md §5.4, §6).
+//! one place that turns it into the reference's JSON error shape (docs/protocol.md §5.4, §6).
 
 use serde_json::{Map, Value};
 
-/// Stable error codes. The ATS/ATK ones are the reference's (protocol.md §5.4); the others are atp's
+/// Stable error codes. The ATS/ATK ones are the reference's (docs/protocol.md §5.4); the others are atp's
 /// own, in the same SMTP-like `<reply> <enhanced status>` form, so that every error has a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {

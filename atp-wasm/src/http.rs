@@ -1,4 +1,4 @@
-//! The HTTP side of the world, as the core sees it (design.md §1): a request, a response, and the
+//! The HTTP side of the world, as the core sees it (docs/design.md §1): a request, a response, and the
 //! one async trait a home implements to send requests. The core builds requests and reads
 //! responses; sending them is the home's job (`fetch` in the npm package and the Workers relay, an
 //! HTTP client in native code, a table of canned answers in tests).
@@ -56,7 +56,7 @@ impl HttpRequest {
         self
     }
 
-    /// Adds `authorization: Basic base64(user:password)` (RFC 7617; protocol.md §6, §7).
+    /// Adds `authorization: Basic base64(user:password)` (RFC 7617; docs/protocol.md §6, §7).
     pub fn basic_auth(self, user: &str, password: &str) -> Self {
         let token = STANDARD.encode(format!("{user}:{password}"));
         self.header("authorization", format!("Basic {token}"))

@@ -1,6 +1,6 @@
-//! Agent identities: `local@domain` (protocol.md §1).
+//! Agent identities: `local@domain` (docs/protocol.md §1).
 //!
-//! The reference's character rules, made strict (design.md §3): no trailing newline, every domain
+//! The reference's character rules, made strict (docs/design.md §3): no trailing newline, every domain
 //! label checked for leading/trailing hyphens, total length ≤ 253, local part ≤ 64, labels ≤ 63,
 //! `xn--` A-labels accepted as they are (no IDN processing, U-labels refused). Both parts are
 //! lowercased with ASCII semantics.
@@ -15,7 +15,7 @@ pub const MAX_DOMAIN_LEN: usize = 253;
 /// Longest domain label accepted.
 pub const MAX_LABEL_LEN: usize = 63;
 
-/// Local parts that cannot be registered (protocol.md §1).
+/// Local parts that cannot be registered (docs/protocol.md §1).
 pub const RESERVED_LOCAL_PARTS: &[&str] =
     &["admin", "postmaster", "root", "system", "server", "abuse", "security", "noreply", "no-reply", "mailer-daemon"];
 

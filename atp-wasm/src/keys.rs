@@ -1,4 +1,4 @@
-//! Ed25519 domain keys (protocol.md §4, §8.7): generation, the reference's file formats (PKCS#8 PEM
+//! Ed25519 domain keys (docs/protocol.md §4, §8.7): generation, the reference's file formats (PKCS#8 PEM
 //! private key, SubjectPublicKeyInfo PEM public key) and the raw 32-byte public key in padded
 //! standard base64 that ATK records publish.
 //!

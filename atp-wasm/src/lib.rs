@@ -5,8 +5,8 @@
 //! (`atp-native`), the Cloudflare Workers relay (`atp-worker`) and the npm package (this crate compiled
 //! to `wasm32-unknown-unknown`) are thin adapters around it.
 //!
-//! Section references (§) point into `protocol.md`, the description of the reference implementation's
-//! wire protocol, and `design.md` for the places where atp deliberately differs.
+//! Section references (§) point into `docs/protocol.md`, the description of the reference implementation's
+//! wire protocol, and `docs/design.md` for the places where atp deliberately differs.
 //!
 //! | module | holds |
 //! |---|---|
@@ -47,10 +47,10 @@ pub use error::{ErrorCode, Rejection};
 pub use identity::AgentId;
 pub use message::{Message, SignatureEnvelope};
 
-/// Largest request body a server accepts, in bytes (protocol.md §2, `max_payload_size`).
+/// Largest request body a server accepts, in bytes (docs/protocol.md §2, `max_payload_size`).
 pub const MAX_MESSAGE_SIZE: usize = 1_048_576;
 
-/// Default ATP port (protocol.md §5.1).
+/// Default ATP port (docs/protocol.md §5.1).
 pub const DEFAULT_PORT: u16 = 7443;
 
 /// ALPN protocol id of ATP over TLS.

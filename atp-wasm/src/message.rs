@@ -1,4 +1,4 @@
-//! The ATP message and its signature envelope (protocol.md §2, §4), with typed validation.
+//! The ATP message and its signature envelope (docs/protocol.md §2, §4), with typed validation.
 //!
 //! Parsing never panics: every malformed input becomes a [`MessageError`]. Unknown top-level keys
 //! are dropped, as the reference does (they are neither signed nor stored).
@@ -16,7 +16,7 @@ pub const MAX_NONCE_LEN: usize = 128;
 /// Most `cc` entries accepted.
 pub const MAX_CC: usize = 100;
 
-/// The signature a server attaches before a transfer (protocol.md §4).
+/// The signature a server attaches before a transfer (docs/protocol.md §4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureEnvelope {
     /// `<selector>.atk._atp.<domain>`, also the DNS name of the ATK record.
@@ -32,7 +32,7 @@ pub struct SignatureEnvelope {
 }
 
 /// An ATP message. `from`/`to` are kept as received (the canonical form signs the lowercased `from`
-/// and the as-received `to`, protocol.md §3); use [`Message::sender`] and [`Message::recipient`] for
+/// and the as-received `to`, docs/protocol.md §3); use [`Message::sender`] and [`Message::recipient`] for
 /// the normalised identities.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
@@ -176,7 +176,7 @@ impl Message {
         AgentId::parse(&self.to)
     }
 
-    /// The object that is signed (protocol.md §3): `from,to,timestamp,nonce,type,payload`, plus `cc`
+    /// The object that is signed (docs/protocol.md §3): `from,to,timestamp,nonce,type,payload`, plus `cc`
     /// when non-empty and `routing` when not null; never `signature`.
     pub fn signable_value(&self) -> Value {
         let mut m = Map::new();
@@ -211,7 +211,7 @@ impl Message {
     }
 }
 
-/// A fresh nonce: `msg-` and 128 random bits in hex (the reference used 48 bits, protocol.md §12.16).
+/// A fresh nonce: `msg-` and 128 random bits in hex (the reference used 48 bits, docs/protocol.md §12.16).
 pub fn new_nonce() -> String {
     let mut bytes = [0u8; 16];
     // A failing OS RNG leaves zeros; the time-free fallback would be worse, and getrandom does not

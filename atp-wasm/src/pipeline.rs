@@ -1,5 +1,5 @@
-//! The inbound verification pipeline (protocol.md §5.2, §5.3, §6 "POST message pipeline", §8.4,
-//! with the fixes of design.md §3).
+//! The inbound verification pipeline (docs/protocol.md §5.2, §5.3, §6 "POST message pipeline", §8.4,
+//! with the fixes of docs/design.md §3).
 //!
 //! [`parse_inbound`] runs the steps shared by both kinds of `POST message` (size, JSON, shape, the
 //! sender and recipient ids) and says whether the message is a local submission (sender in our
@@ -29,7 +29,7 @@ use crate::sign::{split_key_id, verify_message};
 pub struct InboundConfig {
     /// The server's own domain (lowercase).
     pub local_domain: String,
-    /// Largest body accepted (protocol.md §2).
+    /// Largest body accepted (docs/protocol.md §2).
     pub max_size: usize,
     /// How old a remote transfer's timestamp may be (design §3: the retry horizon).
     pub remote_max_age: i64,
@@ -51,7 +51,7 @@ impl InboundConfig {
     }
 }
 
-/// Where a message comes from, decided by the sender's domain (protocol.md §6 step 4).
+/// Where a message comes from, decided by the sender's domain (docs/protocol.md §6 step 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// Sender in our domain: an agent submitting; needs its credential.
@@ -158,7 +158,7 @@ fn atk_failure(code: ErrorCode, message: impl Into<String>) -> Rejection {
     Rejection::new(status, code, "ATK verification failed").with("error_message", message.into())
 }
 
-/// ATK (protocol.md §5.3): the signature, checked against the sender domain's published key, in the
+/// ATK (docs/protocol.md §5.3): the signature, checked against the sender domain's published key, in the
 /// reference's order of checks (so the same failure gets the same code).
 pub async fn check_atk<R: Resolver>(msg: &Message, sender: &AgentId, resolver: &R, now: i64) -> Result<(), Rejection> {
     use ErrorCode::{AtkKey, AtkSignature, AtkTempError};
@@ -258,7 +258,7 @@ pub async fn verify_remote_transfer<C: Clock, R: Resolver, D: DedupStore>(
 /// Checks a local submission after the server verified the agent's credential: the credential's
 /// agent must be the sender, the timestamp within the tight local window, the nonce fresh (an exact
 /// repeat of an accepted submission is flagged `duplicate`). A client-supplied signature is dropped:
-/// only servers sign (protocol.md §4).
+/// only servers sign (docs/protocol.md §4).
 pub async fn verify_local_submission<D: DedupStore>(
     inbound: Inbound,
     authenticated: &AgentId,

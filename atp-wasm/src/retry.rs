@@ -1,6 +1,6 @@
-//! Delivery outcome classes and the backoff schedule (design.md §3), as pure functions.
+//! Delivery outcome classes and the backoff schedule (docs/design.md §3), as pure functions.
 //!
-//! The reference retries only on exact 202 and treats every other answer alike (protocol.md §8.2,
+//! The reference retries only on exact 202 and treats every other answer alike (docs/protocol.md §8.2,
 //! §12 items 2-3). atp classifies answers: 2xx is delivered; a 4xx is permanent (bounce now) except
 //! 408 and 429; 451, 5xx, timeouts and network errors are temporary (retry with backoff).
 

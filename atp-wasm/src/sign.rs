@@ -1,4 +1,4 @@
-//! Signing and verifying messages (protocol.md §4).
+//! Signing and verifying messages (docs/protocol.md §4).
 //!
 //! A server signs the canonical form (§3) of a message with its domain key right before each
 //! transfer, replacing any signature already present. Ed25519 is deterministic, so re-signing the

@@ -37,7 +37,7 @@ fn canonical_form_matches_every_reference_vector() {
     }
 }
 
-/// The signed object built by hand from the message text (protocol.md §3), independently of
+/// The signed object built by hand from the message text (docs/protocol.md §3), independently of
 /// `Message`: the six fields (with `from` lowercased), `cc` if non-empty, `routing` if not null.
 fn signed_object(message: &Value) -> Value {
     let m = message.as_object().unwrap();

@@ -22,7 +22,7 @@ const reply = (status, body, type = 'application/json') => ({
   headers: { get: (n) => (n.toLowerCase() === 'content-type' ? type : null) },
   arrayBuffer: async () => enc(typeof body === 'string' ? body : JSON.stringify(body)).buffer,
 });
-// An ATP server in memory with the reference's routes and JSON shapes (protocol.md §6).
+// An ATP server in memory with the reference's routes and JSON shapes (docs/protocol.md §6).
 export function fakeServer(domain) {
   const agents = new Map();
   const inbox = [];

@@ -1,4 +1,4 @@
-//! Agent credentials (protocol.md §7, design.md §3 "cheap authentication"), as in atp-native:
+//! Agent credentials (docs/protocol.md §7, docs/design.md §3 "cheap authentication"), as in atp-native:
 //! argon2id hashes in PHC form (so a hash moves between the two implementations), and a short-lived
 //! per-isolate cache of verified credentials keyed by a keyed hash of `id NUL password`, so that a
 //! polling agent does not pay a full argon2 run per request and no plaintext is kept.

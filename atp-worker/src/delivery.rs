@@ -1,11 +1,11 @@
-//! Outbound delivery (design.md §3, §4), with atp-native's rules on Workers primitives:
+//! Outbound delivery (docs/design.md §3, §4), with atp-native's rules on Workers primitives:
 //!
 //! * A local agent's message for another domain is queued in KV under a short lease
 //!   (`q/<now + LEASE>/<nonce>`) and attempted right after the 202 is sent (`waitUntil`). A Cron
 //!   trigger runs [`Relay::sweep`]: it lists `q/` (keys sort by due time), takes at most
 //!   `SWEEP_BATCH` due messages, leases each (moves it to a later key) and attempts it. An attempt
 //!   that dies mid-way is picked up again when its lease is due. KV is eventually consistent, so
-//!   two sweeps may attempt one message twice; the receiver's idempotency (design.md §3) makes that
+//!   two sweeps may attempt one message twice; the receiver's idempotency (docs/design.md §3) makes that
 //!   harmless.
 //! * **Attempt:** sign with the domain key (`DOMAIN_KEY`, selector `KEY_SELECTOR`), discover the
 //!   endpoints by DoH SVCB (`_atp` → `_agent` → SRV), POST `https://host:port/.well-known/atp/v1/message`
@@ -106,7 +106,7 @@ impl SweepReport {
 
 type Domains = RefCell<HashMap<String, Backoff>>;
 
-/// The bounce notice for `entry` (protocol.md §8.3 plus `error_code`, `status`, `error`), signed
+/// The bounce notice for `entry` (docs/protocol.md §8.3 plus `error_code`, `status`, `error`), signed
 /// like any message of ours, from `postmaster@<domain>` to the original sender.
 pub fn bounce_notice(
     domain: &str,

@@ -1,6 +1,6 @@
 //! # atp-worker — the ATP edge relay on Cloudflare Workers
 //!
-//! A full ATP server for one domain (design.md §4): agents submit and read mail with their
+//! A full ATP server for one domain (docs/design.md §4): agents submit and read mail with their
 //! credentials (argon2id hashes in KV), other servers transfer mail to it (ATS from
 //! `CF-Connecting-IP`, ATK by DNS over HTTPS, both checked by the core's pipeline), and its agents'
 //! mail for other domains is signed with the domain key (a Worker secret), found by DoH SVCB and

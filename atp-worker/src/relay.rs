@@ -1,5 +1,5 @@
 //! The relay itself, independent of the Workers runtime: the HTTP routes under
-//! `/.well-known/atp/v1/` (protocol.md §6, with atp-native's fixes) and the delivery of queued
+//! `/.well-known/atp/v1/` (docs/protocol.md §6, with atp-native's fixes) and the delivery of queued
 //! messages ([`crate::delivery`]). State lives behind [`Kv`], HTTP goes out through the core's
 //! [`HttpTransport`], so the whole relay runs natively in tests with an in-memory store and canned
 //! peers, and in workerd with Workers KV and `fetch` ([`crate::cf`]).
@@ -152,7 +152,7 @@ pub fn store_err(e: StoreError) -> Rejection {
     reject(503, ErrorCode::TempFailure, "Storage unavailable, retry later").with("details", e.0)
 }
 
-/// The reference's 400 for an over-long body (protocol.md §2).
+/// The reference's 400 for an over-long body (docs/protocol.md §2).
 pub fn too_large(max: usize) -> Rejection {
     reject(400, ErrorCode::MessageTooLarge, "Message too large").with("max_size", max)
 }
@@ -334,7 +334,7 @@ impl<K: Kv, T: HttpTransport + Clone> Relay<K, T> {
         })
     }
 
-    /// Checks `Authorization: Bearer <ADMIN_TOKEN>` (protocol.md §6 "Admin auth").
+    /// Checks `Authorization: Bearer <ADMIN_TOKEN>` (docs/protocol.md §6 "Admin auth").
     fn admin(&self, req: &ApiRequest) -> R<()> {
         let Some(token) = &self.cfg.admin_token else {
             return Err(reject(403, ErrorCode::Forbidden, "Admin access not configured (set the ADMIN_TOKEN secret)"));

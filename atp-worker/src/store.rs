@@ -59,7 +59,7 @@ pub struct QueueEntry {
     pub message: String,
 }
 
-/// Backoff state of a destination domain (design.md §3 "per-destination delivery").
+/// Backoff state of a destination domain (docs/design.md §3 "per-destination delivery").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backoff {
     pub failures: u32,

@@ -189,7 +189,7 @@ stop_servers
 phase atp-e2e
 
 if [[ -z "${SKIP_REFERENCE:-}" ]]; then
-  echo "== reference end to end (two servers, protocol.md §11.1 overrides)" >&2
+  echo "== reference end to end (two servers, docs/protocol.md §11.1 overrides)" >&2
   pa=$(free_port)
   pb=$(free_port)
   mkdir -p "$work/rs"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the atp-conformance kit against the Python reference server (agent-transfer-protocol 1.0.0a8,
-# protocol.md §11.1): a venv from scripts/install-reference.sh, a HOME of its own with config.toml
+# docs/protocol.md §11.1): a venv from scripts/install-reference.sh, a HOME of its own with config.toml
 # (`local_mode = true`, `dns_override_file` holding the kit's foreign ATS/ATK records), a
-# self-signed certificate and an admin token. The reference's known bugs (protocol.md §12) are
+# self-signed certificate and an admin token. The reference's known bugs (docs/protocol.md §12) are
 # expected failures (tests/conformance/expect/reference.txt) and are reported as XFAIL.
 # Exit 0 when only expected failures occur.
 #

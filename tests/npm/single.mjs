@@ -11,7 +11,7 @@ import { AtpClient, AtpError, generateDomainKey, signMessage, verifyMessage } fr
 import { checkCount, eq, freePort, ok, reference, rejects, scratch, sleep, startServer, tableLookup } from './lib.mjs';
 
 const dir = scratch('single');
-// A foreign domain whose key atp-native knows from its dns_override table (protocol.md §8.9).
+// A foreign domain whose key atp-native knows from its dns_override table (docs/protocol.md §8.9).
 const sdk = generateDomainKey();
 const overrides = { 'default.atk._atp.sdk.test': [`v=atp1 k=ed25519 p=${sdk.publicKey}`] };
 const overrideFile = join(dir, 'dns_override.toml');

@@ -2,7 +2,7 @@
 // (server A) writes to bob@beta.test (server B); A signs and transfers, B verifies and stores, bob
 // receives and verifies the signature locally (by key, over DNS, and with the reference).
 // Both servers run TLS with self-signed certificates and `local_mode = true`, finding each other
-// through a shared peers.toml / dns_override.toml (protocol.md §8.9, §11.1); run with
+// through a shared peers.toml / dns_override.toml (docs/protocol.md §8.9, §11.1); run with
 // NODE_TLS_REJECT_UNAUTHORIZED=0 (tests/npm/run.sh does).
 //
 // Needs atp-native's delivery engine (on main since the delivery issue). With

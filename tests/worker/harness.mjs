@@ -111,7 +111,7 @@ export function newKey() {
   };
 }
 
-/** The reference's canonical form (protocol.md §3) for the plain JSON this suite uses: objects
+/** The reference's canonical form (docs/protocol.md §3) for the plain JSON this suite uses: objects
  * with keys in code-point order, no whitespace, integers and ASCII strings. */
 export function canonical(v) {
   if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
@@ -122,7 +122,7 @@ export function canonical(v) {
   return JSON.stringify(v);
 }
 
-/** Signs `msg` as the server of `domain` does (protocol.md §4). */
+/** Signs `msg` as the server of `domain` does (docs/protocol.md §4). */
 export function sign(msg, key, domain, selector = "default") {
   const signable = {};
   for (const k of ["from", "to", "timestamp", "nonce", "type", "payload"]) signable[k] = msg[k];

@@ -1,4 +1,4 @@
-//! `atp agent register` and `atp agent list` (protocol.md §6 `POST register`, `GET agents`; §9).
+//! `atp agent register` and `atp agent list` (docs/protocol.md §6 `POST register`, `GET agents`; §9).
 
 use reqwest::Method;
 use serde_json::{json, Value};

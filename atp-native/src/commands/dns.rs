@@ -1,4 +1,4 @@
-//! `atp dns generate` and `atp dns check` (protocol.md §5.1–§5.3, §9).
+//! `atp dns generate` and `atp dns check` (docs/protocol.md §5.1–§5.3, §9).
 //!
 //! `generate` prints complete zone-file records ([`atp_wasm::records::zone_records`]): SVCB, the
 //! address of `atp.<domain>`, ATS, and one ATK record for **every live key** of the keyring, so a
@@ -109,7 +109,7 @@ fn row(record: &'static str, name: impl Into<String>, verdict: Verdict, detail: 
     Check { record, name: name.into(), verdict, detail: detail.into() }
 }
 
-/// Looks up the records of `domain` (protocol.md §5): discovery (SVCB/SRV) and the addresses of the
+/// Looks up the records of `domain` (docs/protocol.md §5): discovery (SVCB/SRV) and the addresses of the
 /// hosts it names, ATS (exactly one `v=atp1` record that parses; a warning if it denies the
 /// server's own addresses), and ATK for each selector (a usable `v=atp1` record; when `local` has
 /// the selector's key, the published key must be that one).

@@ -1,7 +1,7 @@
-//! `atp keys generate | show | list | rotate` (protocol.md §8.7, §9): the domain's Ed25519 keys in
+//! `atp keys generate | show | list | rotate` (docs/protocol.md §8.7, §9): the domain's Ed25519 keys in
 //! `<home>/keys/`, in the reference's layout (`<sel>.key` PKCS#8 PEM mode 0600, `<sel>.pub` SPKI
 //! PEM, `keyring.json`). Unlike the reference, `generate` refuses to replace a selector without
-//! `--force` (protocol.md §12 item 17), and `rotate` checks that the old key exists.
+//! `--force` (docs/protocol.md §12 item 17), and `rotate` checks that the old key exists.
 
 use atp_wasm::env::{Clock, SystemClock};
 use atp_wasm::keys::PublicKey;
@@ -82,7 +82,7 @@ pub fn list(a: KeyListArgs) -> Result<(), CmdError> {
 }
 
 /// A new key beside the old one. The server keeps signing with `key_selector` from config.toml
-/// until it is changed (protocol.md §8.7): publish the new ATK record first, then switch, and keep
+/// until it is changed (docs/protocol.md §8.7): publish the new ATK record first, then switch, and keep
 /// the old record until mail signed with it has been delivered.
 pub fn rotate(a: KeyRotateArgs) -> Result<(), CmdError> {
     let home = home(&a.home);

@@ -1,4 +1,4 @@
-//! The client commands of the command line (protocol.md §9), one module per group:
+//! The client commands of the command line (docs/protocol.md §9), one module per group:
 //!
 //! | module | commands |
 //! |---|---|
@@ -10,7 +10,7 @@
 //! | [`dns`] | `dns generate`, `dns check` |
 //!
 //! Shared rules: exit code 0 on success and 1 on any failure (the reference exits 0 on a failed
-//! send, protocol.md §12 item 21); a failure is one line `error: …` on stderr, or with
+//! send, docs/protocol.md §12 item 21); a failure is one line `error: …` on stderr, or with
 //! `--output json` one object `{"status":"error","error",…}` on stdout carrying the server's
 //! `error_code` and HTTP status.
 
@@ -169,7 +169,7 @@ pub fn connect(opts: &ServerOpts) -> Result<Client, CmdError> {
     Ok(Client::new(&opts.server, &tls)?)
 }
 
-/// `flag`, else `agent_id` from `config.toml` (protocol.md §8.8).
+/// `flag`, else `agent_id` from `config.toml` (docs/protocol.md §8.8).
 pub fn default_agent(home: &Home, flag: Option<String>, flag_name: &str) -> Result<String, CmdError> {
     if let Some(f) = flag {
         return Ok(f);

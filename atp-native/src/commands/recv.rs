@@ -1,6 +1,6 @@
-//! `atp recv` (protocol.md §6 `GET messages`, §9): the agent's new messages.
+//! `atp recv` (docs/protocol.md §6 `GET messages`, §9): the agent's new messages.
 //!
-//! The server never deletes or acknowledges anything; the reader keeps a cursor (protocol.md §6:
+//! The server never deletes or acknowledges anything; the reader keeps a cursor (docs/protocol.md §6:
 //! "the cursor lives only in the client"). `recv` keeps one per server and agent in
 //! `<home>/cursors.json` — the `last_id` of the newest message printed — and asks for
 //! `after_id=<cursor>`, so repeated calls print new messages only; `--all` reads from the start.

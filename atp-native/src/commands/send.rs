@@ -1,5 +1,5 @@
-//! `atp send` (protocol.md §6 `POST message`, §2 message JSON, §9): builds an unsigned message as
-//! the reference's client does (servers sign, agents never do, protocol.md §4) and submits it with
+//! `atp send` (docs/protocol.md §6 `POST message`, §2 message JSON, §9): builds an unsigned message as
+//! the reference's client does (servers sign, agents never do, docs/protocol.md §4) and submits it with
 //! the sender's Basic credential (§7). Prints `{"status":"accepted","nonce","timestamp"}` (the
 //! message's timestamp) or fails with a non-zero exit code.
 
@@ -15,7 +15,7 @@ use super::{connect, default_agent, home, password, print_json, print_line, CmdE
 use crate::cli::{Output, SendArgs};
 use crate::client::Auth;
 
-/// Media type of a submitted message (protocol.md §2).
+/// Media type of a submitted message (docs/protocol.md §2).
 pub const ATP_JSON: &str = "application/atp+json";
 
 pub async fn send(a: SendArgs) -> Result<(), CmdError> {
@@ -41,7 +41,7 @@ pub async fn send(a: SendArgs) -> Result<(), CmdError> {
 }
 
 /// The payload: the JSON file (`-` = stdin) as is, else `{"body", "subject"}` with the keys given
-/// (protocol.md §2), else `{}`.
+/// (docs/protocol.md §2), else `{}`.
 pub fn payload(file: Option<&Path>, body: Option<&str>, subject: Option<&str>) -> Result<Value, CmdError> {
     if let Some(path) = file {
         let what = format!("--payload {}", path.display());

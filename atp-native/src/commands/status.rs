@@ -1,4 +1,4 @@
-//! `atp status` and `atp inspect` (protocol.md §6 `GET health`, `capabilities`, `stats`,
+//! `atp status` and `atp inspect` (docs/protocol.md §6 `GET health`, `capabilities`, `stats`,
 //! `inspect`; §9).
 //!
 //! `status` works without a token (public health and capabilities, as the seed README's quick start

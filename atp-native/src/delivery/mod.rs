@@ -1,7 +1,7 @@
-//! The delivery engine (design.md §3 "per-destination delivery", fixing protocol.md §8.1-§8.3 and
+//! The delivery engine (docs/design.md §3 "per-destination delivery", fixing docs/protocol.md §8.1-§8.3 and
 //! §12 items 1-3): messages our agents sent to other domains wait in the queue
 //! ([`crate::store::queue`]) and are transferred, signed with the domain key, to the endpoint that
-//! discovery names (SVCB `_atp` → `_agent` → SRV, protocol.md §5.1).
+//! discovery names (SVCB `_atp` → `_agent` → SRV, docs/protocol.md §5.1).
 //!
 //! * **Scheduling.** One dispatcher leases due rows in batches (oldest due first) and starts one task
 //!   per row; up to [`MAX_IN_FLIGHT`] attempts run at once across all domains, and at most
@@ -20,7 +20,7 @@
 //!   sender's inbox, in the same transaction.
 //! * **Crash safety.** A claimed row carries a lease; rows leased by a previous run are released at
 //!   start-up, so a kill -9 mid-attempt never strands a message. The receiver's idempotency
-//!   (design.md §3) makes the repeated attempt harmless.
+//!   (docs/design.md §3) makes the repeated attempt harmless.
 
 pub mod transport;
 
@@ -329,7 +329,7 @@ impl Engine {
     }
 }
 
-/// The notice for a bounced message (protocol.md §8.3, plus `error_code`, `status`, `error`),
+/// The notice for a bounced message (docs/protocol.md §8.3, plus `error_code`, `status`, `error`),
 /// from `postmaster@<domain>` into the original sender's inbox, signed like the reference's.
 pub fn bounce_notice(
     domain: &str,

@@ -1,11 +1,11 @@
-//! The outbound HTTP client (protocol.md §8.1, fixed): `POST https://<host>:<port>/.well-known/atp/v1/message`
+//! The outbound HTTP client (docs/protocol.md §8.1, fixed): `POST https://<host>:<port>/.well-known/atp/v1/message`
 //! with `Content-Type: application/atp+json`, TLS 1.3 only (rustls), HTTP/2 when the peer offers it
 //! (one connection carries many transfers) and HTTP/1.1 otherwise (the reference's uvicorn).
 //!
 //! Host names are resolved through the server's own resolver (overrides, local registry, DNS), so
 //! a peer found in a test zone or a `peers.toml` is reached without the system resolver.
 //! Certificates are verified against the Web PKI roots (plus `--peer-ca`), except for local peers
-//! and with `--no-verify-peers` (design.md §3).
+//! and with `--no-verify-peers` (docs/design.md §3).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,7 +35,7 @@ pub enum TransportError {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
-    /// The `error` and `error_code` fields of a JSON refusal (protocol.md §6), if any.
+    /// The `error` and `error_code` fields of a JSON refusal (docs/protocol.md §6), if any.
     pub error: Option<String>,
     pub error_code: Option<String>,
 }

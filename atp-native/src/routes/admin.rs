@@ -1,5 +1,5 @@
-//! Admin routes (bearer token, protocol.md §6): `GET agents`, `stats`, `inspect`, and Prometheus
-//! text at `metrics` (design.md §6).
+//! Admin routes (bearer token, docs/protocol.md §6): `GET agents`, `stats`, `inspect`, and Prometheus
+//! text at `metrics` (docs/design.md §6).
 
 use atp_wasm::ErrorCode;
 use axum::http::{header, HeaderMap, Uri};
@@ -16,7 +16,7 @@ pub async fn agents(axum::extract::State(st): Shared, headers: HeaderMap) -> Res
     Ok(Json(json!({"agents": st.store.agents().await?})))
 }
 
-/// `GET stats`: the reference's body (protocol.md §6 "/stats body"); `agents` lists registered agents.
+/// `GET stats`: the reference's body (docs/protocol.md §6 "/stats body"); `agents` lists registered agents.
 pub async fn stats(axum::extract::State(st): Shared, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     auth::admin(&st, &headers)?;
     let (queue, _) = st.store.counts().await?;

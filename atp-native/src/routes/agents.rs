@@ -1,4 +1,4 @@
-//! The agent routes: `POST register` and `GET messages` (protocol.md §6, §7).
+//! The agent routes: `POST register` and `GET messages` (docs/protocol.md §6, §7).
 
 use atp_wasm::env::{Clock, SystemClock};
 use atp_wasm::identity::AgentId;
@@ -18,7 +18,7 @@ use crate::error::{reject, ApiError};
 const MAX_REGISTER_BODY: usize = 16 * 1024;
 /// Longest password accepted (argon2 hashes anything, but a bound keeps requests cheap).
 pub const MAX_PASSWORD_LEN: usize = 1024;
-/// Most messages one `GET messages` returns (the reference had no maximum, protocol.md §12 item 15).
+/// Most messages one `GET messages` returns (the reference had no maximum, docs/protocol.md §12 item 15).
 pub const MAX_LIMIT: i64 = 500;
 /// `limit` when the request names none (the reference's default).
 pub const DEFAULT_LIMIT: i64 = 50;

@@ -1,4 +1,4 @@
-//! Request authentication (protocol.md §6, §7): an agent's HTTP Basic credential, and the admin
+//! Request authentication (docs/protocol.md §6, §7): an agent's HTTP Basic credential, and the admin
 //! bearer token.
 //!
 //! Fixes over the reference: the Basic username is parsed and lowercased as an agent id before the
@@ -39,7 +39,7 @@ pub async fn agent(st: &AppState, headers: &HeaderMap, missing: &'static str) ->
         return Err(fail(missing));
     };
     let decoded = STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok());
-    // Split at the first ':' — the password may contain ':' (protocol.md §6).
+    // Split at the first ':' — the password may contain ':' (docs/protocol.md §6).
     let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
         return Err(fail("Invalid Authorization header"));
     };
@@ -84,7 +84,7 @@ pub async fn agent(st: &AppState, headers: &HeaderMap, missing: &'static str) ->
     Ok(id)
 }
 
-/// Checks `Authorization: Bearer <admin token>` (protocol.md §6 "Admin auth").
+/// Checks `Authorization: Bearer <admin token>` (docs/protocol.md §6 "Admin auth").
 pub fn admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &st.admin_token else {
         return Err(reject(

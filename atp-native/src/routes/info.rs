@@ -1,4 +1,4 @@
-//! Public information routes (protocol.md §6): `GET capabilities` and `GET health`.
+//! Public information routes (docs/protocol.md §6): `GET capabilities` and `GET health`.
 
 use axum::response::IntoResponse;
 use axum::Json;

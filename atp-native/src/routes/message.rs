@@ -1,4 +1,4 @@
-//! `POST message` (protocol.md §6 "POST message pipeline"): a local submission (the sender is one of
+//! `POST message` (docs/protocol.md §6 "POST message pipeline"): a local submission (the sender is one of
 //! our agents and shows its Basic credential) or a remote transfer (another server; ATS + ATK), both
 //! checked by the core's pipeline ([`atp_wasm::pipeline`]), then stored durably.
 //!
@@ -9,9 +9,9 @@
 //! * a remote server may only deliver to our domain (no open relay; the pipeline refuses 5.7.1).
 //!
 //! **Unknown local recipients** are refused with HTTP **404** and `error_code` `550 5.1.1`
-//! ("Unknown recipient"), the SMTP code for "no such user" (design.md §3 "No orphan mail"). 404 is
+//! ("Unknown recipient"), the SMTP code for "no such user" (docs/design.md §3 "No orphan mail"). 404 is
 //! what the reference already uses for "no such thing" (inspect), and a 4xx other than 408/429 is a
-//! permanent failure for the sending server, which bounces at once (design.md §3 outcome classes).
+//! permanent failure for the sending server, which bounces at once (docs/design.md §3 outcome classes).
 //! The check runs after authentication and verification, so it reveals nothing to strangers that a
 //! signed transfer would not.
 //!
@@ -56,7 +56,7 @@ pub async fn post_message(
         origin = ?inbound.origin,
     );
     let origin = inbound.origin;
-    // Our source address as the TCP peer sees it (no X-Forwarded-For, fixing protocol.md §12
+    // Our source address as the TCP peer sees it (no X-Forwarded-For, fixing docs/protocol.md §12
     // item 7); an IPv4 client of a dual-stack listener shows up as IPv4, not ::ffff:a.b.c.d.
     let source = peer.ip().to_canonical();
     async move {

@@ -1,4 +1,4 @@
-//! The HTTP API under `/.well-known/atp/v1/` (protocol.md §6), with the reference's JSON shapes and
+//! The HTTP API under `/.well-known/atp/v1/` (docs/protocol.md §6), with the reference's JSON shapes and
 //! status codes. Unknown paths and methods answer JSON 404 / 405 too, and every refusal goes through
 //! [`crate::error::ApiError`].
 //!
@@ -63,7 +63,7 @@ pub struct AppState {
 
 pub type Shared = State<Arc<AppState>>;
 
-/// The router with every route of protocol.md §6 (and `/metrics`).
+/// The router with every route of docs/protocol.md §6 (and `/metrics`).
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/message", post(message::post_message))
@@ -104,14 +104,14 @@ async fn observe(State(st): Shared, req: Request, next: Next) -> Response {
     resp
 }
 
-/// The reference's 400 for an over-long body (protocol.md §2).
+/// The reference's 400 for an over-long body (docs/protocol.md §2).
 pub fn too_large(max: usize) -> ApiError {
     ApiError(atp_wasm::Rejection::new(400, ErrorCode::MessageTooLarge, "Message too large").with("max_size", max))
 }
 
 /// Reads a request body of at most `max` bytes. The limit is enforced while reading (a declared
 /// `Content-Length` over it is refused before reading anything), so an oversized body is never
-/// buffered whole (fixing protocol.md §12 item 15).
+/// buffered whole (fixing docs/protocol.md §12 item 15).
 pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -131,7 +131,7 @@ pub fn query(uri: &Uri) -> HashMap<String, String> {
 }
 
 /// An optional integer query parameter in `0..=i64::MAX`; anything else is a 400 (the reference
-/// silently ignored such values, protocol.md §6).
+/// silently ignored such values, docs/protocol.md §6).
 pub fn int_param(q: &HashMap<String, String>, name: &str, default: i64) -> Result<i64, ApiError> {
     match q.get(name) {
         None => Ok(default),

@@ -1,4 +1,4 @@
-//! The outbound queue in the `messages` table (design.md §3 "per-destination delivery"):
+//! The outbound queue in the `messages` table (docs/design.md §3 "per-destination delivery"):
 //!
 //! ```text
 //! queued ──claim──▶ delivering ──2xx──────────▶ delivered

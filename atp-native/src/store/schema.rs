@@ -1,6 +1,6 @@
 //! The database schema and its versioned migrations (`PRAGMA user_version` = steps applied), and
 //! the connection settings: WAL with `synchronous=FULL`, so a committed transaction survives a
-//! power cut (design.md §3 "202 means durable").
+//! power cut (docs/design.md §3 "202 means durable").
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,7 +36,7 @@ CREATE TABLE messages(
 CREATE INDEX messages_inbox ON messages(to_id, status, id);
 CREATE INDEX messages_due ON messages(status, next_attempt_at);
 CREATE INDEX messages_nonce ON messages(nonce);
--- What was accepted under (sender domain, nonce), for the retry horizon (design.md §3).
+-- What was accepted under (sender domain, nonce), for the retry horizon (docs/design.md §3).
 CREATE TABLE dedup(
     sender_domain TEXT NOT NULL,
     nonce         TEXT NOT NULL,
@@ -47,7 +47,7 @@ CREATE TABLE dedup(
 CREATE INDEX dedup_age ON dedup(accepted_at);
 "#,
     r#"
--- The delivery engine schedules per destination domain (design.md §3).
+-- The delivery engine schedules per destination domain (docs/design.md §3).
 ALTER TABLE messages ADD COLUMN dest_domain TEXT;
 UPDATE messages SET dest_domain = lower(substr(to_id, instr(to_id, '@') + 1)) WHERE status <> 'delivered';
 CREATE INDEX messages_dest ON messages(dest_domain, status);

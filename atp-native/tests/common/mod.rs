@@ -215,7 +215,7 @@ pub fn key(seed: u8) -> DomainKey {
     DomainKey::from_seed(&[seed; 32])
 }
 
-/// Signs a message value as the server of `domain` does (protocol.md §4), returning the JSON text.
+/// Signs a message value as the server of `domain` does (docs/protocol.md §4), returning the JSON text.
 pub fn signed(v: Value, k: &DomainKey, domain: &str) -> String {
     let mut m = Message::from_value(v).expect("a valid message");
     sign_message(&mut m, k, "default", domain, now()).unwrap();

@@ -249,7 +249,7 @@ struct Discovery {
     keys: Vec<JsKey>,
 }
 
-/// Discovers the ATP service of `domain` from DNS alone (protocol.md §5): its servers (SVCB
+/// Discovers the ATP service of `domain` from DNS alone (docs/protocol.md §5): its servers (SVCB
 /// `_atp.<domain>`, then `_agent.<domain>`, then SRV `_atp._tcp.<domain>`), its ATS record and the
 /// ATK records of `options.selector` (default `default`). DNS comes from `options`: `{ dohUrl }`
 /// for DNS over HTTPS (RFC 8484), or `{ lookup }`. Rejects with an `AtpError` of kind `dns` when a

@@ -67,7 +67,7 @@ export interface AtkRecord {
  */
 export function verifyMessage(message: string | object, publicKey: string): boolean;
 /**
- * Verifies a signed message as a receiving server does (protocol.md §5.3): the `key_id` must name
+ * Verifies a signed message as a receiving server does (docs/protocol.md §5.3): the `key_id` must name
  * a key of the sender's domain, whose ATK record is looked up through `dns` (a lookup function,
  * `{ lookup }`, or `{ dohUrl }` for DNS over HTTPS) and must be valid now. Resolves to `true` or
  * rejects with an `AtpError` (`status` 403 or 451, `code` `550 5.7.28` / `550 5.7.29` / `451 4.7.29`).
@@ -230,7 +230,7 @@ fn message_text(message: &JsValue) -> Result<String, JsValue> {
 /// * With a public key (raw 32 bytes, base64, as in an ATK record's `p=`): returns `true` or throws
 ///   the reason, at once.
 /// * With DNS (a lookup function `(name, type) => Promise<string[]>`, or `{ lookup }` /
-///   `{ dohUrl }`): checks as a receiving server does (protocol.md §5.3) — the `key_id` must be a key
+///   `{ dohUrl }`): checks as a receiving server does (docs/protocol.md §5.3) — the `key_id` must be a key
 ///   of the sender's domain, whose ATK record is looked up, must be valid now and must verify —
 ///   and returns a promise of `true`, rejected with an `AtpError` (`status` 403 or 451, `code`
 ///   `550 5.7.28` / `550 5.7.29` / `451 4.7.29`).
@@ -343,7 +343,7 @@ struct AtsEvaluation {
 }
 
 /// Evaluates an ATS record (the TXT text at `ats._atp.<domain>`) for a sender connecting from
-/// `sourceIp`, as a receiving server does (protocol.md §5.2): `{ result, directive, reason }` with
+/// `sourceIp`, as a receiving server does (docs/protocol.md §5.2): `{ result, directive, reason }` with
 /// `result` one of `pass`, `fail`, `neutral`, `temperror`, `permerror`. `domain:` directives need
 /// `dns` (a lookup function or `{ lookup }` / `{ dohUrl }`); without it they give `temperror`. A
 /// malformed record gives `permerror` (the receiver refuses with `550 5.7.27`).
@@ -377,7 +377,7 @@ pub fn evaluate_ats(
 }
 
 /// The zone-file lines that publish an ATP server of `domain` at `ip`, as `atp dns generate` prints
-/// them (protocol.md §9): SVCB `_atp.<domain>` → `atp.<domain>`, its A/AAAA record, the ATS record
+/// them (docs/protocol.md §9): SVCB `_atp.<domain>` → `atp.<domain>`, its A/AAAA record, the ATS record
 /// allowing `ip`, and the ATK record of the key. `key` is the raw-32 base64 public key, or the
 /// private key PEM from `generateDomainKey`. Options: `selector` (default `default`), `port`
 /// (default 7443).

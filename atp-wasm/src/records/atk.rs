@@ -1,10 +1,10 @@
-//! ATK, the domain key records (protocol.md §5.3): TXT at `<selector>.atk._atp.<domain>`, e.g.
+//! ATK, the domain key records (docs/protocol.md §5.3): TXT at `<selector>.atk._atp.<domain>`, e.g.
 //! `v=atp1 k=ed25519 p=<padded standard base64 of the raw 32-byte key>`.
 //!
 //! The grammar is the reference's: whitespace-separated `tag=value` tokens split at the first `=`,
 //! tokens without `=` ignored, a later duplicate tag winning, `v`, `k` and `p` required, `t=` a
 //! comma list of flags (`s` = revoked), `x=` a Unix expiry. Strict where the reference is lax
-//! (protocol.md §12 item 9): `v` must be exactly `atp1` and `k` exactly `ed25519`, and `p` is
+//! (docs/protocol.md §12 item 9): `v` must be exactly `atp1` and `k` exactly `ed25519`, and `p` is
 //! decoded strictly (canonical padded standard base64) and must be exactly 32 bytes, so the SPKI DER
 //! form `MCow…` that several reference documents show is rejected with a message saying so.
 //!
@@ -22,7 +22,7 @@ use crate::error::ErrorCode;
 /// Most `t=` flags kept in [`AtkRecord::flags`]; further flags are still checked for `s`.
 pub const MAX_FLAGS: usize = 16;
 
-/// A parsed ATK record (protocol.md §5.3).
+/// A parsed ATK record (docs/protocol.md §5.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AtkRecord {
     /// The raw Ed25519 public key (`p=`).
@@ -35,7 +35,7 @@ pub struct AtkRecord {
     pub flags: Vec<String>,
 }
 
-/// Why an ATK record is unusable (protocol.md §5.3 steps 7 and 9).
+/// Why an ATK record is unusable (docs/protocol.md §5.3 steps 7 and 9).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AtkError {
     /// One of the required tags `v`, `k`, `p` is missing.
@@ -56,7 +56,7 @@ pub enum AtkError {
 }
 
 impl AtkError {
-    /// The code a receiver answers with (protocol.md §5.3): an undecodable key is
+    /// The code a receiver answers with (docs/protocol.md §5.3): an undecodable key is
     /// [`ErrorCode::AtkSignature`] (`550 5.7.28`, as the reference's step 9), everything else
     /// [`ErrorCode::AtkKey`] (`550 5.7.29`, step 7).
     pub fn code(&self) -> ErrorCode {
@@ -84,12 +84,12 @@ fn decode_public_key(p: &str) -> Result<[u8; 32], AtkError> {
 
 impl AtkRecord {
     /// A valid, unrevoked, unexpiring record for `public_key` (what `atp dns generate` publishes,
-    /// protocol.md §5.3).
+    /// docs/protocol.md §5.3).
     pub fn new(public_key: [u8; 32]) -> Self {
         AtkRecord { public_key, revoked: false, expires: None, flags: Vec::new() }
     }
 
-    /// Parses the record text (protocol.md §5.3). Checks, in the reference's order: the presence of
+    /// Parses the record text (docs/protocol.md §5.3). Checks, in the reference's order: the presence of
     /// `v`, `k`, `p` ([`AtkError::MissingField`]), then `v` ([`AtkError::BadVersion`]), `k`
     /// ([`AtkError::BadKeyType`]), `x` ([`AtkError::BadExpiry`]) and last `p`
     /// ([`AtkError::BadPublicKey`]).
@@ -128,7 +128,7 @@ impl AtkRecord {
         Ok(AtkRecord { public_key, revoked, expires, flags })
     }
 
-    /// True when the key may verify signatures at Unix time `now` (protocol.md §5.3): not revoked,
+    /// True when the key may verify signatures at Unix time `now` (docs/protocol.md §5.3): not revoked,
     /// and not expired (a key with `x <= now` is expired).
     pub fn is_usable_at(&self, now: i64) -> bool {
         !self.revoked && self.expires.is_none_or(|x| x > now)
@@ -136,7 +136,7 @@ impl AtkRecord {
 }
 
 impl fmt::Display for AtkRecord {
-    /// The record text (protocol.md §5.3): `v=atp1 k=ed25519 p=<base64>`, then ` t=<flags>` when
+    /// The record text (docs/protocol.md §5.3): `v=atp1 k=ed25519 p=<base64>`, then ` t=<flags>` when
     /// there are flags or the key is revoked (`s` added if missing) and ` x=<expiry>` when set.
     /// [`AtkRecord::parse`] reads it back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,8 +1,8 @@
-//! ATS, the sender authorization policy (protocol.md §5.2): TXT at `ats._atp.<sender domain>`,
+//! ATS, the sender authorization policy (docs/protocol.md §5.2): TXT at `ats._atp.<sender domain>`,
 //! e.g. `v=atp1 allow=ip:192.0.2.0/24 allow=domain:mx.example.com deny=all`.
 //!
 //! Directives are evaluated in order and the first match wins: `allow` gives PASS, `deny` FAIL,
-//! no match NEUTRAL. Strict where the reference is lax (protocol.md §12 items 8 and 10):
+//! no match NEUTRAL. Strict where the reference is lax (docs/protocol.md §12 items 8 and 10):
 //!
 //! * a malformed record is a permanent error (`550 5.7.27`, never a 500): a first token other than
 //!   `v=atp1`, an invalid address or network, an unknown token, and the unsupported `include:` and
@@ -23,13 +23,13 @@ use super::{atp_txt_records, ats_name, clip, normalize_hostname, ATP_VERSION_TAG
 use crate::env::Resolver;
 use crate::error::{ErrorCode, Rejection};
 
-/// Most directives in one ATS record (protocol.md §5.2; more is a [`AtsError::TooManyDirectives`]).
+/// Most directives in one ATS record (docs/protocol.md §5.2; more is a [`AtsError::TooManyDirectives`]).
 pub const MAX_DIRECTIVES: usize = 32;
 
-/// Most `domain:` lookups one evaluation makes (protocol.md §5.2; more is a PERMERROR).
+/// Most `domain:` lookups one evaluation makes (docs/protocol.md §5.2; more is a PERMERROR).
 pub const MAX_DOMAIN_LOOKUPS: usize = 32;
 
-/// What a matching directive decides (protocol.md §5.2).
+/// What a matching directive decides (docs/protocol.md §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtsAction {
     /// `allow=…`: PASS.
@@ -38,7 +38,7 @@ pub enum AtsAction {
     Deny,
 }
 
-/// Which sources a directive matches (protocol.md §5.2).
+/// Which sources a directive matches (docs/protocol.md §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AtsQualifier {
     /// `all`: every source.
@@ -50,7 +50,7 @@ pub enum AtsQualifier {
     Domain(String),
 }
 
-/// One `allow=…` / `deny=…` directive (protocol.md §5.2). Its text form (`allow=all`,
+/// One `allow=…` / `deny=…` directive (docs/protocol.md §5.2). Its text form (`allow=all`,
 /// `deny=ip:10.0.0.0/8`, `allow=domain:mx.example.com`) is what a FAIL reports as
 /// `matched_directive`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,14 +80,14 @@ impl fmt::Display for AtsDirective {
     }
 }
 
-/// A parsed ATS record (protocol.md §5.2).
+/// A parsed ATS record (docs/protocol.md §5.2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AtsPolicy {
     /// The directives, in evaluation order.
     pub directives: Vec<AtsDirective>,
 }
 
-/// Why an ATS record is malformed: a PERMERROR, answered with `550 5.7.27` (protocol.md §5.2, §12
+/// Why an ATS record is malformed: a PERMERROR, answered with `550 5.7.27` (docs/protocol.md §5.2, §12
 /// item 8).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AtsError {
@@ -154,7 +154,7 @@ fn net_contains(net: &IpNet, source: IpAddr) -> bool {
 }
 
 impl AtsPolicy {
-    /// Parses the record text (protocol.md §5.2): whitespace-separated tokens, the first exactly
+    /// Parses the record text (docs/protocol.md §5.2): whitespace-separated tokens, the first exactly
     /// `v=atp1`, then `allow=`/`deny=` directives with `all`, `ip:<address or CIDR>` or
     /// `domain:<name>`. Anything else is an [`AtsError`].
     pub fn parse(text: &str) -> Result<Self, AtsError> {
@@ -188,7 +188,7 @@ impl AtsPolicy {
         Ok(AtsPolicy { directives })
     }
 
-    /// First-match evaluation for a connection from `source` (protocol.md §5.2): `allow` gives
+    /// First-match evaluation for a connection from `source` (docs/protocol.md §5.2): `allow` gives
     /// [`AtsResult::Pass`], `deny` [`AtsResult::Fail`], no match [`AtsResult::Neutral`].
     ///
     /// An IPv4-mapped IPv6 source is unwrapped to IPv4 first. `domain:` names are resolved (A and
@@ -236,7 +236,7 @@ impl fmt::Display for AtsPolicy {
     }
 }
 
-/// The outcome of an ATS check (protocol.md §5.2).
+/// The outcome of an ATS check (docs/protocol.md §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AtsResult {
     /// An `allow` directive matched.
@@ -252,13 +252,13 @@ pub enum AtsResult {
 }
 
 impl AtsResult {
-    /// The receiver's refusal for this outcome (protocol.md §5.2, §5.4); `None` for PASS and
+    /// The receiver's refusal for this outcome (docs/protocol.md §5.2, §5.4); `None` for PASS and
     /// NEUTRAL, which continue to ATK.
     ///
     /// * FAIL: 403 `{"error":"ATS validation failed","error_code":"550 5.7.26","matched_directive":…}`
     /// * TEMPERROR: 451 `{"error":"ATS temporary DNS error, retry later","error_code":"451 4.7.26"}`
     /// * PERMERROR: 403 `{"error":"ATS record invalid","error_code":"550 5.7.27","details":…}` (the
-    ///   reference answers 500 here, protocol.md §12 item 8)
+    ///   reference answers 500 here, docs/protocol.md §12 item 8)
     pub fn to_rejection(&self) -> Option<Rejection> {
         match self {
             AtsResult::Pass(_) | AtsResult::Neutral => None,
@@ -277,8 +277,8 @@ impl AtsResult {
 }
 
 /// Looks up and evaluates the ATS policy of `sender_domain` for a connection from `source`
-/// (protocol.md §5.2). The TXT records at `ats._atp.<sender_domain>` are filtered to those starting
-/// with `v=atp1` (protocol.md §12 item 10): none gives NEUTRAL, more than one PERMERROR, a lookup
+/// (docs/protocol.md §5.2). The TXT records at `ats._atp.<sender_domain>` are filtered to those starting
+/// with `v=atp1` (docs/protocol.md §12 item 10): none gives NEUTRAL, more than one PERMERROR, a lookup
 /// failure TEMPERROR, a malformed record PERMERROR; otherwise the policy is evaluated.
 pub async fn check_ats<R: Resolver>(resolver: &R, sender_domain: &str, source: IpAddr) -> AtsResult {
     let domain = sender_domain.strip_suffix('.').unwrap_or(sender_domain).to_ascii_lowercase();
@@ -499,7 +499,7 @@ mod tests {
     #[test]
     fn first_match_wins() {
         let r = StaticResolver::new();
-        // protocol.md §11.3
+        // docs/protocol.md §11.3
         assert_eq!(fail_text(eval("v=atp1 deny=ip:10.0.0.0/8", "10.1.2.3", &r)), "deny=ip:10.0.0.0/8");
         assert_eq!(fail_text(eval("v=atp1 allow=ip:127.0.0.1 deny=all", "10.1.2.3", &r)), "deny=all");
         assert_eq!(pass_text(eval("v=atp1 allow=ip:127.0.0.1 deny=all", "127.0.0.1", &r)), "allow=ip:127.0.0.1");
@@ -554,7 +554,7 @@ mod tests {
             .add_ip("gamma.test", ip("2001:db8::7"))
             .add_ip("mapped.test", ip("::ffff:192.0.2.9"))
             .fail("broken.test");
-        // protocol.md §11.3
+        // docs/protocol.md §11.3
         let rec = "v=atp1 allow=domain:gamma.test deny=all";
         assert_eq!(pass_text(eval(rec, "127.0.0.1", &r)), "allow=domain:gamma.test");
         assert_eq!(pass_text(eval(rec, "2001:db8::7", &r)), "allow=domain:gamma.test");

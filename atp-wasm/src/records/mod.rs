@@ -1,5 +1,5 @@
-//! ATP's DNS records (protocol.md §5): SVCB discovery (§5.1), ATS sender policy (§5.2), ATK keys
-//! (§5.3), and the zone-file lines that publish them (`atp dns generate`, protocol.md §9).
+//! ATP's DNS records (docs/protocol.md §5): SVCB discovery (§5.1), ATS sender policy (§5.2), ATK keys
+//! (§5.3), and the zone-file lines that publish them (`atp dns generate`, docs/protocol.md §9).
 //!
 //! Everything here is pure: parsing, printing and evaluation. DNS answers come in only through
 //! [`crate::env::Resolver`].
@@ -12,7 +12,7 @@ pub mod zone;
 
 pub use zone::zone_records;
 
-/// Version tag that every ATP TXT record starts with (protocol.md §5.2, §5.3).
+/// Version tag that every ATP TXT record starts with (docs/protocol.md §5.2, §5.3).
 pub const ATP_VERSION_TAG: &str = "v=atp1";
 
 /// Longest DNS name in presentation form, without the trailing dot (RFC 1035 §2.3.4).
@@ -21,18 +21,18 @@ pub const MAX_NAME_LEN: usize = 253;
 /// Longest DNS label (RFC 1035 §2.3.4).
 pub const MAX_LABEL_LEN: usize = 63;
 
-/// Name of the ATS record of `domain`: `ats._atp.<domain>` (protocol.md §5.2).
+/// Name of the ATS record of `domain`: `ats._atp.<domain>` (docs/protocol.md §5.2).
 pub fn ats_name(domain: &str) -> String {
     format!("ats._atp.{domain}")
 }
 
 /// Name of an ATK record, which is also the signature's `key_id`: `<selector>.atk._atp.<domain>`
-/// (protocol.md §5.3).
+/// (docs/protocol.md §5.3).
 pub fn atk_name(selector: &str, domain: &str) -> String {
     format!("{selector}.atk._atp.{domain}")
 }
 
-/// Several TXT records may share a name (protocol.md §12 item 10): keeps only those whose first
+/// Several TXT records may share a name (docs/protocol.md §12 item 10): keeps only those whose first
 /// whitespace-separated token is exactly `v=atp1`, in their original order. Other records at the
 /// name (SPF, site verification, …) are ignored instead of being parsed as ATP records.
 pub fn atp_txt_records(records: &[String]) -> Vec<&str> {

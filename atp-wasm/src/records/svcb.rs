@@ -1,7 +1,7 @@
-//! SVCB discovery records (protocol.md §5.1, RFC 9460) and the discovery procedure.
+//! SVCB discovery records (docs/protocol.md §5.1, RFC 9460) and the discovery procedure.
 //!
 //! Discovery queries SVCB `_atp.<domain>`, then `_agent.<domain>`, then SRV `_atp._tcp.<domain>`,
-//! like the reference. Fixing the reference (protocol.md §12 item 24):
+//! like the reference. Fixing the reference (docs/protocol.md §12 item 24):
 //!
 //! * ServiceMode records are returned in priority order (a stable sort, so records of equal
 //!   priority keep their answer order), not in answer order.
@@ -30,16 +30,16 @@ use super::{clip, normalize_hostname};
 use crate::env::{DnsError, Resolver};
 use crate::{ALPN_ATP, DEFAULT_PORT};
 
-/// One SVCB record (protocol.md §5.1, RFC 9460). `priority == 0` is AliasMode.
+/// One SVCB record (docs/protocol.md §5.1, RFC 9460). `priority == 0` is AliasMode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SvcbRecord {
     /// SvcPriority: 0 for AliasMode, otherwise ServiceMode, lower values preferred.
     pub priority: u16,
     /// TargetName, lowercase and without trailing dot; the root is kept as `"."`.
     pub target: String,
-    /// SvcParam `port` (key 3); `None` means 7443 (protocol.md §5.1).
+    /// SvcParam `port` (key 3); `None` means 7443 (docs/protocol.md §5.1).
     pub port: Option<u16>,
-    /// SvcParam `alpn` (key 1); empty means `atp/1` (protocol.md §5.1).
+    /// SvcParam `alpn` (key 1); empty means `atp/1` (docs/protocol.md §5.1).
     pub alpn: Vec<String>,
     /// SvcParam `ipv4hint` (key 4).
     pub ipv4hint: Vec<Ipv4Addr>,
@@ -47,23 +47,23 @@ pub struct SvcbRecord {
     pub ipv6hint: Vec<Ipv6Addr>,
 }
 
-/// One SRV record: the last discovery fallback, `_atp._tcp.<domain>` (protocol.md §5.1, RFC 2782).
+/// One SRV record: the last discovery fallback, `_atp._tcp.<domain>` (docs/protocol.md §5.1, RFC 2782).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrvRecord {
     /// Lower values are preferred.
     pub priority: u16,
     /// Among records of equal priority, higher values are preferred (see [`discover`]).
     pub weight: u16,
-    /// Port; 0 means 7443, as in the reference (protocol.md §5.1).
+    /// Port; 0 means 7443, as in the reference (docs/protocol.md §5.1).
     pub port: u16,
     /// Target host, with or without trailing dot; `.` alone means "no service" (RFC 2782).
     pub target: String,
 }
 
-/// Where to send a transfer: `https://<host>:<port>/.well-known/atp/v1/message` (protocol.md §5.1).
+/// Where to send a transfer: `https://<host>:<port>/.well-known/atp/v1/message` (docs/protocol.md §5.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// Host name (or IP literal from a local override, protocol.md §8.9), lowercase, no trailing dot.
+    /// Host name (or IP literal from a local override, docs/protocol.md §8.9), lowercase, no trailing dot.
     pub host: String,
     /// TCP port.
     pub port: u16,
@@ -75,10 +75,10 @@ pub struct Endpoint {
 /// 65535 bytes, and escaping at most quadruples it.
 pub const MAX_RDATA_LEN: usize = 4 * 65_535;
 
-/// Most AliasMode hops followed during discovery (protocol.md §12 item 24, RFC 9460 §3.1).
+/// Most AliasMode hops followed during discovery (docs/protocol.md §12 item 24, RFC 9460 §3.1).
 pub const MAX_ALIAS_HOPS: usize = 8;
 
-/// A malformed SVCB presentation string (protocol.md §5.1).
+/// A malformed SVCB presentation string (docs/protocol.md §5.1).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SvcbError {
     /// The priority or the target is missing.
@@ -258,7 +258,7 @@ fn parse_hints<T: std::str::FromStr>(value: &[u8]) -> Option<Vec<T>> {
 
 impl SvcbRecord {
     /// A ServiceMode record for `target` with `port` and ALPN `atp/1` (the form `atp dns generate`
-    /// publishes and the local `peers.toml` override stands for, protocol.md §5.1, §8.9). A
+    /// publishes and the local `peers.toml` override stands for, docs/protocol.md §5.1, §8.9). A
     /// priority of 0 is raised to 1. The target is lowercased and loses its trailing dot but is
     /// not validated (a local override may name an IP address).
     pub fn service(priority: u16, target: &str, port: u16) -> Self {
@@ -289,7 +289,7 @@ impl SvcbRecord {
         self.priority == 0
     }
 
-    /// Parses presentation-format RDATA (protocol.md §5.1, RFC 9460 §2.1, Appendix A), e.g.
+    /// Parses presentation-format RDATA (docs/protocol.md §5.1, RFC 9460 §2.1, Appendix A), e.g.
     /// `1 atp.example.com. port=7443 alpn="atp/1,h2" ipv4hint=192.0.2.1`. Values may be quoted or
     /// not; zone-file parentheses are ignored; `\X` and `\DDD` escapes and the `\,` of value-lists
     /// are decoded.
@@ -360,7 +360,7 @@ impl SvcbRecord {
 }
 
 impl fmt::Display for SvcbRecord {
-    /// Presentation-format RDATA (protocol.md §5.1), which [`SvcbRecord::parse`] reads back:
+    /// Presentation-format RDATA (docs/protocol.md §5.1), which [`SvcbRecord::parse`] reads back:
     /// `1 atp.example.com. alpn="atp/1" port=7443`, keys in RFC 9460 order. AliasMode records print
     /// no SvcParams.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -390,17 +390,17 @@ impl fmt::Display for SvcbRecord {
     }
 }
 
-/// The SVCB names queried for `domain`, in order: `_atp.<d>`, `_agent.<d>` (protocol.md §5.1).
+/// The SVCB names queried for `domain`, in order: `_atp.<d>`, `_agent.<d>` (docs/protocol.md §5.1).
 pub fn svcb_names(domain: &str) -> [String; 2] {
     [format!("_atp.{domain}"), format!("_agent.{domain}")]
 }
 
-/// The SRV name queried last: `_atp._tcp.<d>` (protocol.md §5.1).
+/// The SRV name queried last: `_atp._tcp.<d>` (docs/protocol.md §5.1).
 pub fn srv_name(domain: &str) -> String {
     format!("_atp._tcp.{domain}")
 }
 
-/// Why discovery found no endpoint (protocol.md §5.1).
+/// Why discovery found no endpoint (docs/protocol.md §5.1).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoveryError {
     /// No SVCB or SRV record publishes an ATP service, or one says explicitly that there is none
@@ -423,7 +423,7 @@ pub enum DiscoveryError {
 
 impl DiscoveryError {
     /// True when a later attempt may succeed (a DNS failure); the sender then retries instead of
-    /// bouncing (design.md §3).
+    /// bouncing (docs/design.md §3).
     pub fn is_temporary(&self) -> bool {
         matches!(self, DiscoveryError::Dns(_))
     }
@@ -493,8 +493,8 @@ async fn resolve_svcb<R: Resolver>(
     }
 }
 
-/// Finds the endpoints of `domain`'s ATP service, best first (protocol.md §5.1, fixed as in
-/// protocol.md §12 item 24; see the module documentation for every rule).
+/// Finds the endpoints of `domain`'s ATP service, best first (docs/protocol.md §5.1, fixed as in
+/// docs/protocol.md §12 item 24; see the module documentation for every rule).
 ///
 /// 1. SVCB `_atp.<domain>`, then SVCB `_agent.<domain>`: ServiceMode records sorted by priority,
 ///    AliasMode followed, target `.` = the domain.
@@ -583,7 +583,7 @@ mod tests {
 
     #[test]
     fn parses_the_reference_generate_output_ignoring_unknown_keys() {
-        // protocol.md §5.1: what the reference's `atp dns generate` prints (without owner/type).
+        // docs/protocol.md §5.1: what the reference's `atp dns generate` prints (without owner/type).
         let r = svcb(r#"1 atp.alpha.test. ( port=7443 alpn="atp/1" atp-capabilities="message" )"#);
         assert_eq!(r, SvcbRecord::service(1, "atp.alpha.test", 7443));
         // parentheses attached to tokens, registered and generic keys we do not use
@@ -811,7 +811,7 @@ mod tests {
         assert_eq!(e, DiscoveryError::NotFound { domain: "none.test".into() });
         assert!(!e.is_temporary());
         assert!(matches!(block_on(discover(&r, "nothing.test")), Err(DiscoveryError::NotFound { .. })));
-        // there is no fallback to the bare domain's addresses (protocol.md §5.1)
+        // there is no fallback to the bare domain's addresses (docs/protocol.md §5.1)
         r.add_ip("addr.test", "192.0.2.1".parse().unwrap());
         assert!(matches!(block_on(discover(&r, "addr.test")), Err(DiscoveryError::NotFound { .. })));
         // invalid domains are not looked up at all

@@ -1,7 +1,7 @@
-//! Zone-file lines publishing an ATP server, as `atp dns generate` prints them (protocol.md §9,
+//! Zone-file lines publishing an ATP server, as `atp dns generate` prints them (docs/protocol.md §9,
 //! records of §5.1–§5.3).
 //!
-//! Unlike the reference's output (protocol.md §5.1), the SVCB line carries no made-up
+//! Unlike the reference's output (docs/protocol.md §5.1), the SVCB line carries no made-up
 //! `atp-capabilities` key, every line is a complete BIND resource record with owner, TTL and
 //! class, and TXT strings are quoted and escaped properly.
 
@@ -18,7 +18,7 @@ const MAX_TXT_STRING: usize = 255;
 
 /// Quotes `text` as TXT RDATA in zone-file presentation form (RFC 1035 §5.1): `"` and `\` are
 /// escaped, bytes outside printable ASCII become `\DDD`, and text longer than 255 bytes is split
-/// into several character-strings (which resolvers concatenate again, protocol.md §5.2).
+/// into several character-strings (which resolvers concatenate again, docs/protocol.md §5.2).
 pub fn quote_txt(text: &str) -> String {
     let bytes = text.as_bytes();
     if bytes.is_empty() {
@@ -46,7 +46,7 @@ pub fn quote_txt(text: &str) -> String {
         .join(" ")
 }
 
-/// Zone-file lines publishing a server of `domain` (what `atp dns generate` prints, protocol.md §9):
+/// Zone-file lines publishing a server of `domain` (what `atp dns generate` prints, docs/protocol.md §9):
 ///
 /// ```text
 /// _atp.<d>. 3600 IN SVCB 1 atp.<d>. alpn="atp/1" port=<port>
@@ -56,7 +56,7 @@ pub fn quote_txt(text: &str) -> String {
 /// ```
 ///
 /// `keys` holds `(selector, padded standard base64 of the raw 32-byte public key)` pairs
-/// (protocol.md §5.3). The domain is lowercased and a trailing dot dropped; an IPv4-mapped IPv6
+/// (docs/protocol.md §5.3). The domain is lowercased and a trailing dot dropped; an IPv4-mapped IPv6
 /// address is published as the IPv4 address it wraps.
 pub fn zone_records(domain: &str, ip: IpAddr, port: u16, keys: &[(String, String)]) -> Vec<String> {
     let d = domain.strip_suffix('.').unwrap_or(domain).to_ascii_lowercase();

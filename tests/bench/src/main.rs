@@ -1,14 +1,14 @@
 //! `atp-bench`: a load generator for ATP servers (ours and the reference), measuring **local
-//! submission** — `POST /.well-known/atp/v1/message` with an agent's Basic credential (protocol.md §6,
+//! submission** — `POST /.well-known/atp/v1/message` with an agent's Basic credential (docs/protocol.md §6,
 //! §7) — throughput and latency at several concurrency levels.
 //!
 //! Each concurrent worker owns one TLS connection (HTTP/1.1 keep-alive, like the reference's CLI and
 //! SDK) and sends submissions back to back: a fresh nonce, the current timestamp, a small payload,
 //! from the bench agent to itself, so the server delivers into a local inbox and must commit before
-//! answering 202 (design.md §3). Only 202 answers count; anything else is an error and the first few
+//! answering 202 (docs/design.md §3). Only 202 answers count; anything else is an error and the first few
 //! are printed. A warm-up period precedes each measured period.
 //!
-//! With `--recv N` it measures the **recv drain** instead (protocol.md §6 `GET messages`): it preloads
+//! With `--recv N` it measures the **recv drain** instead (docs/protocol.md §6 `GET messages`): it preloads
 //! N messages into a fresh agent's inbox (`--preload-concurrency` submissions in flight), then times
 //! reading them all back in pages of `--page` with the `after_id` cursor, `--passes` times (nothing is
 //! ever deleted, so every pass reads the same N), and reports the median pass.

@@ -1,4 +1,4 @@
-//! Recv drain (protocol.md §6 `GET messages`): how fast an agent can pull a full inbox.
+//! Recv drain (docs/protocol.md §6 `GET messages`): how fast an agent can pull a full inbox.
 //!
 //! A fresh agent (`drain-<run>@<domain>`, so its inbox starts empty) receives `n` messages from the
 //! bench agent, submitted with `--preload-concurrency` in flight; then one TLS connection reads the

@@ -1,4 +1,4 @@
-//! The kit's "foreign" sender domains (protocol.md §5.2, §5.3, §11.3): their Ed25519 keys, derived
+//! The kit's "foreign" sender domains (docs/protocol.md §5.2, §5.3, §11.3): their Ed25519 keys, derived
 //! from a seed so that the records published before a run and the signatures made during it agree,
 //! and the ATS/ATK records the server under test must be able to resolve.
 //!
@@ -135,7 +135,7 @@ impl Foreign {
         out
     }
 
-    /// The records in the reference's `dns_override.toml` format (protocol.md §8.9).
+    /// The records in the reference's `dns_override.toml` format (docs/protocol.md §8.9).
     pub fn dns_override_toml(&self) -> String {
         let mut s = String::from("# ATS/ATK records of the atp-conformance kit's foreign domains\n");
         for (name, text) in self.records() {

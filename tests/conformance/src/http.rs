@@ -62,7 +62,7 @@ pub struct Http {
     base: String,
 }
 
-/// The path prefix of every ATP route (protocol.md §6).
+/// The path prefix of every ATP route (docs/protocol.md §6).
 pub const PREFIX: &str = "/.well-known/atp/v1/";
 
 impl Http {

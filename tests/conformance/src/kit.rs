@@ -20,7 +20,7 @@ pub enum Target {
     /// atp-native (or any server that should pass everything).
     Atp,
     /// The Python reference (`agent-transfer-protocol` 1.0.0a8): its known bugs are expected
-    /// failures (protocol.md §12) and it has no `error_code` on most errors.
+    /// failures (docs/protocol.md §12) and it has no `error_code` on most errors.
     Reference,
     /// atp-worker in workerd: TLS is terminated by the platform (Miniflare, Cloudflare's edge),
     /// so the `tls.*` cases are not applicable.
@@ -127,7 +127,7 @@ pub type CaseFn = for<'a> fn(&'a Ctx) -> Pin<Box<dyn Future<Output = Outcome> + 
 pub struct Case {
     /// `group.name`, e.g. `transfer.tampered_payload`.
     pub name: &'static str,
-    /// The protocol.md / design.md section it checks.
+    /// The docs/protocol.md / docs/design.md section it checks.
     pub section: &'static str,
     /// The correct outcome, as shown in the table.
     pub expect: &'static str,
@@ -227,7 +227,7 @@ impl Ctx {
         self.message(&self.foreign_agent(Sender::Main), &self.b.id)
     }
 
-    /// Signs `v` as the server of `s`'s domain does (protocol.md §4), with `s`'s key.
+    /// Signs `v` as the server of `s`'s domain does (docs/protocol.md §4), with `s`'s key.
     pub fn sign(&self, v: Value, s: Sender) -> String {
         self.sign_with(v, s, s, |_| {})
     }
@@ -337,7 +337,7 @@ impl Ctx {
     // ---- shared checks ----
 
     /// A refusal: this status, a JSON body with a string `error` and (unless the target has none)
-    /// this `error_code` (protocol.md §5.4, §6; atp-wasm `ErrorCode`).
+    /// this `error_code` (docs/protocol.md §5.4, §6; atp-wasm `ErrorCode`).
     pub fn refusal(&self, r: Result<Reply, NoReply>, status: u16, code: &str) -> Outcome {
         let r = match r {
             Ok(r) => r,
@@ -356,7 +356,7 @@ impl Ctx {
         Outcome::pass(got)
     }
 
-    /// 202 `{"status":"accepted","nonce":<nonce>,…}` (protocol.md §6).
+    /// 202 `{"status":"accepted","nonce":<nonce>,…}` (docs/protocol.md §6).
     pub fn accepted(&self, r: Result<Reply, NoReply>, nonce: &str) -> Outcome {
         let r = match r {
             Ok(r) => r,

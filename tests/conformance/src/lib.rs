@@ -1,7 +1,7 @@
 //! # atp-conformance — a black-box conformance kit for ATP servers
 //!
-//! Given a server's URL and domain, the kit checks the protocol over HTTPS (protocol.md §6, §11.3,
-//! §12; design.md §3): every route's success and error shapes, the matrix of transfers from foreign
+//! Given a server's URL and domain, the kit checks the protocol over HTTPS (docs/protocol.md §6, §11.3,
+//! §12; docs/design.md §3): every route's success and error shapes, the matrix of transfers from foreign
 //! servers (which the kit plays, signing with atp-wasm and its own keys), idempotent repeats and
 //! replays, relaying, orphan mail, size limits, TLS 1.3 and ALPN. Each case knows the *correct*
 //! outcome (what atp implements); a target's known deviations are listed as expected failures.

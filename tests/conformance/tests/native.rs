@@ -1,6 +1,6 @@
 //! The whole kit against a real atp-native server: `atp server start` (built by cargo) on a free
 //! loopback port with TLS, resolving the kit's foreign domains from a `dns_override.toml`
-//! (`local_mode = true`, protocol.md §8.9); the `atp-conformance` binary runs every case and every
+//! (`local_mode = true`, docs/protocol.md §8.9); the `atp-conformance` binary runs every case and every
 //! case must pass.
 //!
 //! The `atp` binary: `ATP_BIN` if set, else `cargo build -p atp-native --bin atp` into this test's

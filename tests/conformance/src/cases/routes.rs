@@ -1,4 +1,4 @@
-//! Every route's success and error shapes (protocol.md §6, §7): message (local submissions),
+//! Every route's success and error shapes (docs/protocol.md §6, §7): message (local submissions),
 //! register, messages, agents, stats, inspect, capabilities, health, unknown paths and methods.
 //! Every error must be JSON with `error` (and, for atp, its stable `error_code`).
 
@@ -171,7 +171,7 @@ async fn messages_inbox(cx: &Ctx) -> Outcome {
     }
 }
 
-/// Two messages for A, then `limit=1` and `after_id` walk them one by one (protocol.md §6).
+/// Two messages for A, then `limit=1` and `after_id` walk them one by one (docs/protocol.md §6).
 async fn messages_cursor(cx: &Ctx) -> Outcome {
     let (m1, m2) = (cx.message(&cx.b.id, &cx.a.id), cx.message(&cx.b.id, &cx.a.id));
     for m in [&m1, &m2] {
@@ -236,7 +236,7 @@ async fn local_submission(cx: &Ctx) -> Outcome {
     .await
 }
 
-/// The agent resends the same submission (its 202 was lost): 202 again, one copy (design.md §3).
+/// The agent resends the same submission (its 202 was lost): 202 again, one copy (docs/design.md §3).
 async fn local_repeat(cx: &Ctx) -> Outcome {
     let m = cx.message(&cx.a.id, &cx.b.id);
     let n = nonce_of(&m);
@@ -284,7 +284,7 @@ async fn submit_stale(cx: &Ctx) -> Outcome {
 }
 
 /// A local agent writes to a local name nobody registered: refused, not kept for whoever
-/// registers it later (design.md §3 "No orphan mail").
+/// registers it later (docs/design.md §3 "No orphan mail").
 async fn submit_orphan(cx: &Ctx) -> Outcome {
     let m = cx.message(&cx.a.id, &format!("ghost-{}@{}", cx.run_id, cx.domain()));
     cx.refusal(cx.submit(&cx.a, m.to_string()).await, 404, "550 5.1.1")

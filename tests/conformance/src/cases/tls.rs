@@ -1,4 +1,4 @@
-//! TLS of the server under test (design.md §3, protocol.md §12 item 18): TLS 1.3 only, ALPN
+//! TLS of the server under test (docs/design.md §3, docs/protocol.md §12 item 18): TLS 1.3 only, ALPN
 //! `atp/1` (served as HTTP/1.1), and `h2`/`http/1.1` for ordinary HTTPS clients.
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! The foreign-server transfer matrix (protocol.md §11.3) with atp's corrected outcomes (design.md
-//! §3, protocol.md §12): signatures, keys, timestamps, ATS, relaying, orphan mail, shapes and
+//! The foreign-server transfer matrix (docs/protocol.md §11.3) with atp's corrected outcomes (docs/design.md
+//! §3, docs/protocol.md §12): signatures, keys, timestamps, ATS, relaying, orphan mail, shapes and
 //! sizes, idempotent repeats and replays. The kit plays the foreign servers: it signs with
 //! atp-wasm's signing API and the keys of [`crate::foreign`], and posts with no Authorization.
 
@@ -102,7 +102,7 @@ async fn valid(cx: &Ctx) -> Outcome {
     .await
 }
 
-/// The foreign server's 202 was lost; it sends the very same bytes again (design.md §3).
+/// The foreign server's 202 was lost; it sends the very same bytes again (docs/design.md §3).
 async fn repeat_exact(cx: &Ctx) -> Outcome {
     let v = cx.transfer_msg();
     let n = nonce_of(&v);
@@ -111,7 +111,7 @@ async fn repeat_exact(cx: &Ctx) -> Outcome {
     first.and(|| async { stored(cx, body, &n).await }).await
 }
 
-/// A retry re-signed later: same signature bytes, new envelope timestamp (protocol.md §4).
+/// A retry re-signed later: same signature bytes, new envelope timestamp (docs/protocol.md §4).
 async fn repeat_resigned(cx: &Ctx) -> Outcome {
     let v = cx.transfer_msg();
     let n = nonce_of(&v);
@@ -140,7 +140,7 @@ async fn replay_other_content(cx: &Ctx) -> Outcome {
         .await
 }
 
-/// Nonces are unique per sender domain, not across the world (protocol.md §12.16).
+/// Nonces are unique per sender domain, not across the world (docs/protocol.md §12.16).
 async fn nonce_other_sender(cx: &Ctx) -> Outcome {
     let v = cx.transfer_msg();
     let n = nonce_of(&v);
@@ -262,7 +262,7 @@ async fn envelope_without_headers(cx: &Ctx) -> Outcome {
     refused(cx, signed.to_string(), &n, FORMAT).await
 }
 
-/// `headers` and the envelope timestamp are not covered and not checked (protocol.md §4).
+/// `headers` and the envelope timestamp are not covered and not checked (docs/protocol.md §4).
 async fn headers_decorative(cx: &Ctx) -> Outcome {
     let v = cx.transfer_msg();
     let n = nonce_of(&v);
@@ -328,7 +328,7 @@ async fn ts_minus_290(cx: &Ctx) -> Outcome {
     stored(cx, body, &n).await
 }
 
-/// A retry some minutes after the first attempt must still be accepted (protocol.md §12 item 2).
+/// A retry some minutes after the first attempt must still be accepted (docs/protocol.md §12 item 2).
 async fn ts_minus_400(cx: &Ctx) -> Outcome {
     let (body, n) = at(cx, now() - 400).await;
     stored(cx, body, &n).await
@@ -413,7 +413,7 @@ async fn ats_deny_ip(cx: &Ctx) -> Outcome {
         .await
 }
 
-/// Headers a client can write never move the ATS source address (protocol.md §12 item 7).
+/// Headers a client can write never move the ATS source address (docs/protocol.md §12 item 7).
 const SPOOF: [(&str, &str); 3] =
     [("x-forwarded-for", "10.1.2.3"), ("x-real-ip", "10.1.2.3"), ("forwarded", "for=10.1.2.3")];
 
@@ -469,7 +469,7 @@ async fn cc_routing(cx: &Ctx) -> Outcome {
     .await
 }
 
-/// `cc: []` is not part of the signed form (protocol.md §3): a signature over it fails.
+/// `cc: []` is not part of the signed form (docs/protocol.md §3): a signature over it fails.
 async fn cc_empty_signed(cx: &Ctx) -> Outcome {
     let mut v = cx.transfer_msg();
     let n = nonce_of(&v);
@@ -513,7 +513,7 @@ async fn extra_key_unsigned(cx: &Ctx) -> Outcome {
     .await
 }
 
-/// A message whose payload has numbers in the forms of protocol.md §3 (kept as text).
+/// A message whose payload has numbers in the forms of docs/protocol.md §3 (kept as text).
 fn with_numbers(cx: &Ctx, numbers: &str) -> Value {
     let mut v = cx.transfer_msg();
     v["payload"] = parse(numbers);
