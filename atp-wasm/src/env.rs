@@ -161,10 +161,80 @@ impl Clock for SystemClock {
 /// SHA-256 of a message's canonical bytes: what the receiver remembers per `(sender domain, nonce)`.
 pub type ContentHash = [u8; 32];
 
-/// Persistence failed; the request should be retried later (HTTP 451/503, never a 202).
+/// What kind of storage trouble a [`StoreError`] is (docs/protocol.md §6.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// The disk (or its quota) is full.
+    Full,
+    /// The data directory is read-only.
+    ReadOnly,
+    /// Anything else: an I/O error, a backend that does not answer.
+    Unavailable,
+}
+
+impl StoreFault {
+    /// The value of the `storage` (or `cause`) field of the client's answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreFault::Full => "full",
+            StoreFault::ReadOnly => "read_only",
+            StoreFault::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Persistence failed; the request should be retried later (HTTP 503/507, never a 202 and never
+/// a 500). [`StoreError::to_rejection`] is the one place that says so to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("storage unavailable: {0}")]
-pub struct StoreError(pub String);
+#[error("storage {}: {message}", fault.as_str())]
+pub struct StoreError {
+    pub fault: StoreFault,
+    /// The write may have been committed after all (an I/O error inside the commit): the client
+    /// is told "outcome unknown, retry with the same nonce", never "not stored".
+    pub outcome_unknown: bool,
+    pub message: String,
+}
+
+impl StoreError {
+    /// An unavailable store (definitely nothing written).
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError { fault: StoreFault::Unavailable, outcome_unknown: false, message: message.into() }
+    }
+
+    /// A failure of a given kind; `outcome_unknown` when it may have been written after all.
+    pub fn with_fault(fault: StoreFault, outcome_unknown: bool, message: impl Into<String>) -> Self {
+        StoreError { fault, outcome_unknown, message: message.into() }
+    }
+
+    /// The client's answer (docs/protocol.md §6.4): storage trouble is temporary (`451 4.3.0`, so a
+    /// sending server retries instead of bouncing) and says what it is in a stable `storage`
+    /// field: `507` `"full"`, `503` `"read_only"` or `"unavailable"` — all meaning *not stored* —
+    /// or `503` `"outcome_unknown"` with a `cause`: the disk failed inside the commit, so it may
+    /// be stored after all; a retry with the same nonce and content is safe (an exact repeat is
+    /// answered 202 and stored once).
+    pub fn to_rejection(&self) -> crate::Rejection {
+        use crate::ErrorCode;
+        if self.outcome_unknown {
+            let error = "The server's disk failed while storing this; it may or may not be stored. \
+                         Retry later with the same nonce and content: an exact repeat is stored once";
+            return crate::Rejection::new(ErrorCode::Unavailable, error)
+                .with("storage", "outcome_unknown")
+                .with("cause", self.fault.as_str());
+        }
+        let (code, error) = match self.fault {
+            StoreFault::Full => (ErrorCode::StorageFull, "Insufficient storage on the server, retry later"),
+            StoreFault::ReadOnly => (ErrorCode::Unavailable, "The server's storage is read-only, retry later"),
+            StoreFault::Unavailable => (ErrorCode::Unavailable, "Storage unavailable, retry later"),
+        };
+        crate::Rejection::new(code, error).with("storage", self.fault.as_str())
+    }
+}
+
+impl From<StoreError> for crate::Rejection {
+    fn from(e: StoreError) -> Self {
+        e.to_rejection()
+    }
+}
 
 /// What a receiving server remembers of accepted remote transfers, for the whole retry horizon
 /// (docs/design.md §3): the content hash of the message accepted under `(sender domain, nonce)`.
@@ -195,7 +265,7 @@ impl MemoryDedup {
 
 impl DedupStore for MemoryDedup {
     async fn seen(&self, sender_domain: &str, nonce: &str) -> Result<Option<ContentHash>, StoreError> {
-        let m = self.entries.lock().map_err(|_| StoreError("dedup table poisoned".into()))?;
+        let m = self.entries.lock().map_err(|_| StoreError::new("dedup table poisoned"))?;
         Ok(m.get(&(sender_domain.to_owned(), nonce.to_owned())).copied())
     }
 }
@@ -221,6 +291,21 @@ mod tests {
         d.record("alpha.test", "n1", [7; 32]);
         assert_eq!(block_on(d.seen("alpha.test", "n1")).unwrap(), Some([7; 32]));
         assert_eq!(block_on(d.seen("beta.test", "n1")).unwrap(), None);
+    }
+
+    #[test]
+    fn storage_failures_say_what_they_are() {
+        let r = StoreError::with_fault(StoreFault::Full, false, "ENOSPC").to_rejection();
+        assert_eq!((r.status(), r.code.as_str(), r.extra["storage"].as_str()), (507, "451 4.3.0", Some("full")));
+        let r = StoreError::with_fault(StoreFault::ReadOnly, false, "EROFS").to_rejection();
+        assert_eq!((r.status(), r.extra["storage"].as_str()), (503, Some("read_only")));
+        let r = StoreError::new("gone").to_rejection();
+        assert_eq!((r.status(), r.extra["storage"].as_str()), (503, Some("unavailable")));
+        let r = StoreError::with_fault(StoreFault::ReadOnly, true, "fsync").to_rejection();
+        assert_eq!(
+            (r.status(), r.extra["storage"].as_str(), r.extra["cause"].as_str()),
+            (503, Some("outcome_unknown"), Some("read_only"))
+        );
     }
 
     #[test]

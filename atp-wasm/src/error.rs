@@ -1,5 +1,6 @@
-//! Protocol rejections: the `(http status, error_code, message)` triple every layer returns, and the
-//! one place that turns it into the reference's JSON error shape (docs/protocol.md §5.4, §6).
+//! Protocol rejections: the `(error_code, message)` pair every layer returns, the one mapping from a
+//! code to its HTTP status ([`ErrorCode::status`]), and the one place that turns a rejection into the
+//! reference's JSON error shape (docs/protocol.md §5.4, §6.3).
 
 use serde_json::{Map, Value};
 
@@ -48,8 +49,15 @@ pub enum ErrorCode {
     BadRequest,
     /// `550 5.1.0` no such resource.
     NotFound,
-    /// `451 4.3.0` temporary local failure (storage, DNS); the client should retry.
+    /// `451 4.3.0` temporary local failure (DNS, a dedup lookup); the client should retry.
     TempFailure,
+    /// `451 4.3.0` storage unavailable (HTTP 503): retry later. The JSON's `storage` field says
+    /// why (docs/protocol.md §6.4).
+    Unavailable,
+    /// `451 4.3.0` the server's disk is full (HTTP 507): retry later.
+    StorageFull,
+    /// `500 5.5.1` the route exists but not with this method (HTTP 405).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -76,7 +84,26 @@ impl ErrorCode {
             ErrorCode::Conflict => "550 5.1.6",
             ErrorCode::BadRequest => "500 5.5.2",
             ErrorCode::NotFound => "550 5.1.0",
-            ErrorCode::TempFailure => "451 4.3.0",
+            ErrorCode::TempFailure | ErrorCode::Unavailable | ErrorCode::StorageFull => "451 4.3.0",
+            ErrorCode::MethodNotAllowed => "500 5.5.1",
+        }
+    }
+
+    /// The HTTP status of a refusal with this code: the one mapping (docs/protocol.md §5.4), the
+    /// reference's statuses wherever it has one.
+    pub fn status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            MessageTooLarge | InvalidFormat | InvalidSender | InvalidRecipient | Replay | StaleTimestamp
+            | BadRequest => 400,
+            AuthFailed => 401,
+            AtsFail | AtsSyntax | AtkSignature | AtkKey | RelayDenied | SenderMismatch | Forbidden => 403,
+            UnknownRecipient | NotFound => 404,
+            MethodNotAllowed => 405,
+            Conflict => 409,
+            AtsTempError | AtkTempError | TempFailure => 451,
+            Unavailable => 503,
+            StorageFull => 507,
         }
     }
 
@@ -92,19 +119,23 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// A refusal: HTTP status, stable code, the reference's `error` text and any extra JSON fields
-/// (`error_message`, `matched_directive`, `max_size`, `details`).
+/// A refusal: a stable code (which decides the HTTP status), the reference's `error` text and any
+/// extra JSON fields (`error_message`, `matched_directive`, `max_size`, `details`, `storage`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
-    pub status: u16,
     pub code: ErrorCode,
     pub error: String,
     pub extra: Map<String, Value>,
 }
 
 impl Rejection {
-    pub fn new(status: u16, code: ErrorCode, error: impl Into<String>) -> Self {
-        Rejection { status, code, error: error.into(), extra: Map::new() }
+    pub fn new(code: ErrorCode, error: impl Into<String>) -> Self {
+        Rejection { code, error: error.into(), extra: Map::new() }
+    }
+
+    /// The HTTP status of this refusal ([`ErrorCode::status`]).
+    pub fn status(&self) -> u16 {
+        self.code.status()
     }
 
     /// Adds an extra field to the JSON body.
@@ -127,7 +158,7 @@ impl Rejection {
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {}", self.status, self.code, self.error)
+        write!(f, "{} {} {}", self.status(), self.code, self.error)
     }
 }
 
@@ -139,11 +170,25 @@ mod tests {
 
     #[test]
     fn json_shape_has_error_code_and_extras() {
-        let r = Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed").with("matched_directive", "deny=all");
+        let r = Rejection::new(ErrorCode::AtsFail, "ATS validation failed").with("matched_directive", "deny=all");
+        assert_eq!(r.status(), 403);
         assert_eq!(
             r.to_json().to_string(),
             r#"{"error":"ATS validation failed","error_code":"550 5.7.26","matched_directive":"deny=all"}"#
         );
+    }
+
+    #[test]
+    fn every_code_has_one_status() {
+        assert_eq!(ErrorCode::AuthFailed.status(), 401);
+        assert_eq!(ErrorCode::UnknownRecipient.status(), 404);
+        assert_eq!(ErrorCode::MethodNotAllowed.status(), 405);
+        assert_eq!(ErrorCode::Unavailable.status(), 503);
+        assert_eq!(ErrorCode::StorageFull.status(), 507);
+        // Temporary codes never map to a permanent (4xx other than 408/429/451) status.
+        for c in [ErrorCode::AtsTempError, ErrorCode::AtkTempError, ErrorCode::TempFailure] {
+            assert_eq!(c.status(), 451);
+        }
     }
 
     #[test]

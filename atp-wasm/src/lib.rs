@@ -20,13 +20,16 @@
 //! | [`env`] | the traits through which the world comes in: resolver, clock, dedup store |
 //! | [`http`] | HTTP requests and responses, and the transport trait a home implements |
 //! | [`client`] | an agent's client of its server: send, recv, register (the npm `AtpClient`) |
+//! | [`delivery`] | the delivery state machine: attempt, settle (delivered / retry at / bounce), per-domain backoff, bounce notice (design §3) |
 //! | [`doh`] | DNS over HTTPS (RFC 8484): wire-format queries and answers, a `Resolver` over HTTP |
 //! | [`pipeline`] | the inbound verification pipeline for remote transfers (§5.3, §6, design §3) |
+//! | [`relay`] | the server's behaviour: API definition, handlers, storage traits, credentials, counters (design §1) |
 //! | [`retry`] | delivery outcome classes and the backoff schedule (design §3) |
 //! | [`error`] | protocol rejections `(status, error_code, message)` and their JSON shape |
 
 pub mod canonical;
 pub mod client;
+pub mod delivery;
 pub mod doh;
 pub mod env;
 pub mod error;
@@ -37,6 +40,7 @@ pub mod keys;
 pub mod message;
 pub mod pipeline;
 pub mod records;
+pub mod relay;
 pub mod retry;
 pub mod sign;
 

@@ -101,20 +101,20 @@ impl Accepted {
 }
 
 fn invalid_format(e: &MessageError) -> Rejection {
-    Rejection::new(400, ErrorCode::InvalidFormat, "Invalid message format").with("details", format!("[400] {e}"))
+    Rejection::new(ErrorCode::InvalidFormat, "Invalid message format").with("details", format!("[400] {e}"))
 }
 
 /// Steps 1–4 of `POST message`: size, JSON, message shape, sender and recipient identities, origin.
 pub fn parse_inbound(body: &[u8], cfg: &InboundConfig) -> Result<Inbound, Rejection> {
     if body.len() > cfg.max_size {
-        return Err(Rejection::new(400, ErrorCode::MessageTooLarge, "Message too large").with("max_size", cfg.max_size));
+        return Err(Rejection::new(ErrorCode::MessageTooLarge, "Message too large").with("max_size", cfg.max_size));
     }
     let mut message = Message::parse(body).map_err(|e| match &e {
         MessageError::BadSender { .. } => {
-            Rejection::new(400, ErrorCode::InvalidSender, "Invalid sender").with("details", e.to_string())
+            Rejection::new(ErrorCode::InvalidSender, "Invalid sender").with("details", e.to_string())
         }
         MessageError::BadRecipient { .. } => {
-            Rejection::new(400, ErrorCode::InvalidRecipient, "Invalid recipient").with("details", e.to_string())
+            Rejection::new(ErrorCode::InvalidRecipient, "Invalid recipient").with("details", e.to_string())
         }
         _ => invalid_format(&e),
     })?;
@@ -132,7 +132,7 @@ pub fn parse_inbound(body: &[u8], cfg: &InboundConfig) -> Result<Inbound, Reject
 
 fn check_window(ts: i64, now: i64, max_age: i64, skew: i64) -> Result<(), Rejection> {
     if ts < now.saturating_sub(max_age) || ts > now.saturating_add(skew) {
-        return Err(Rejection::new(400, ErrorCode::StaleTimestamp, "Replay detected").with(
+        return Err(Rejection::new(ErrorCode::StaleTimestamp, "Replay detected").with(
             "details",
             format!("timestamp {ts} outside the accepted window [{}, {}]", now - max_age, now + skew),
         ));
@@ -142,20 +142,17 @@ fn check_window(ts: i64, now: i64, max_age: i64, skew: i64) -> Result<(), Reject
 
 async fn check_dedup<D: DedupStore>(dedup: &D, domain: &str, msg: &Message) -> Result<(ContentHash, bool), Rejection> {
     let hash = msg.content_hash().map_err(|e| invalid_format(&MessageError::Json(e.to_string())))?;
-    let seen = dedup.seen(domain, &msg.nonce).await.map_err(|e| {
-        Rejection::new(451, ErrorCode::TempFailure, "Temporary failure, retry later").with("details", e.to_string())
-    })?;
+    let seen = dedup.seen(domain, &msg.nonce).await?;
     match seen {
         None => Ok((hash, false)),
         Some(h) if h == hash => Ok((hash, true)),
-        Some(_) => Err(Rejection::new(400, ErrorCode::Replay, "Replay detected")
+        Some(_) => Err(Rejection::new(ErrorCode::Replay, "Replay detected")
             .with("details", "nonce already used for a different message")),
     }
 }
 
 fn atk_failure(code: ErrorCode, message: impl Into<String>) -> Rejection {
-    let status = if code.is_temporary() { 451 } else { 403 };
-    Rejection::new(status, code, "ATK verification failed").with("error_message", message.into())
+    Rejection::new(code, "ATK verification failed").with("error_message", message.into())
 }
 
 /// ATK (docs/protocol.md §5.3): the signature, checked against the sender domain's published key, in the
@@ -220,10 +217,10 @@ pub async fn verify_remote<R: Resolver, D: DedupStore>(
 ) -> Result<Accepted, Rejection> {
     let Inbound { message, sender, recipient, origin } = inbound;
     if origin == Origin::Local {
-        return Err(Rejection::new(401, ErrorCode::AuthFailed, "Credential required for local agent"));
+        return Err(Rejection::new(ErrorCode::AuthFailed, "Credential required for local agent"));
     }
     if recipient.domain() != cfg.local_domain {
-        return Err(Rejection::new(403, ErrorCode::RelayDenied, "Relaying denied")
+        return Err(Rejection::new(ErrorCode::RelayDenied, "Relaying denied")
             .with("details", format!("this server only accepts transfers for {}", cfg.local_domain)));
     }
     let ats = match check_ats(resolver, sender.domain(), source_ip).await {
@@ -232,7 +229,7 @@ pub async fn verify_remote<R: Resolver, D: DedupStore>(
         other => {
             return Err(other
                 .to_rejection()
-                .unwrap_or_else(|| Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed")))
+                .unwrap_or_else(|| Rejection::new(ErrorCode::AtsFail, "ATS validation failed")))
         }
     };
     check_atk(&message, &sender, resolver, now).await?;
@@ -242,7 +239,7 @@ pub async fn verify_remote<R: Resolver, D: DedupStore>(
 }
 
 /// The whole inbound pipeline for a remote transfer: raw body and source address in, an accepted
-/// message or a rejection `(status, error_code, message)` out.
+/// message or a rejection `(error_code, message)` out.
 pub async fn verify_remote_transfer<C: Clock, R: Resolver, D: DedupStore>(
     body: &[u8],
     source_ip: IpAddr,
@@ -269,7 +266,6 @@ pub async fn verify_local_submission<D: DedupStore>(
     let Inbound { mut message, sender, recipient, origin } = inbound;
     if &sender != authenticated {
         return Err(Rejection::new(
-            403,
             ErrorCode::SenderMismatch,
             "Sender identity mismatch: authenticated agent does not match message 'from'",
         ));
@@ -324,7 +320,7 @@ mod tests {
 
     fn code(r: Result<Accepted, Rejection>) -> (u16, &'static str) {
         let e = r.expect_err("should be rejected");
-        (e.status, e.code.as_str())
+        (e.status(), e.code.as_str())
     }
 
     #[test]
@@ -363,7 +359,7 @@ mod tests {
         let (r, d) = (dns(), MemoryDedup::new());
         let big = vec![b' '; crate::MAX_MESSAGE_SIZE + 1];
         let e = run(&big, &r, &d).unwrap_err();
-        assert_eq!((e.status, e.error.as_str()), (400, "Message too large"));
+        assert_eq!((e.status(), e.error.as_str()), (400, "Message too large"));
         assert_eq!(e.to_json()["max_size"], json!(crate::MAX_MESSAGE_SIZE));
         for body in [&b"{"[..], b"[]", b"42", b"null", b"{\"from\":\"a@b.c\"}", b"\xff"] {
             assert_eq!(code(run(body, &r, &d)), (400, "550 5.6.0"), "{:?}", String::from_utf8_lossy(body));
@@ -402,7 +398,7 @@ mod tests {
             block_on(verify_remote_transfer(&body, "10.1.2.3".parse().unwrap(), &cfg, &FixedClock(NOW), r, &d))
         };
         let e = other_ip(&dns()).unwrap_err();
-        assert_eq!((e.status, e.code.as_str()), (403, "550 5.7.26"));
+        assert_eq!((e.status(), e.code.as_str()), (403, "550 5.7.26"));
         assert_eq!(e.to_json()["matched_directive"], json!("deny=all"));
 
         let mut r = StaticResolver::new();
@@ -441,7 +437,7 @@ mod tests {
         let r = with_atk(&AtkRecord::new(pk).to_string());
         let atk = |body: &[u8], r: &StaticResolver| {
             let e = run(body, r, &d).unwrap_err();
-            (e.status, e.code.as_str(), e.extra["error_message"].as_str().unwrap_or("").to_owned())
+            (e.status(), e.code.as_str(), e.extra["error_message"].as_str().unwrap_or("").to_owned())
         };
         assert_eq!(atk(&msg(&|m| m.signature = None), &r).1, "550 5.7.28");
         assert_eq!(
@@ -506,7 +502,7 @@ mod tests {
         assert!(a.message.signature.is_none(), "client signatures are dropped");
         assert!(!a.is_for_local_domain("beta.test"));
         let alice = AgentId::parse("alice@beta.test").unwrap();
-        assert_eq!(sub(&body(NOW), &alice).unwrap_err().status, 403);
+        assert_eq!(sub(&body(NOW), &alice).unwrap_err().status(), 403);
         assert_eq!(sub(&body(NOW - 301), &bob).unwrap_err().code, ErrorCode::StaleTimestamp);
         d.record("beta.test", "n1", a.content_hash);
         assert!(sub(&body(NOW), &bob).unwrap().duplicate);

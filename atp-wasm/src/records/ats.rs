@@ -263,14 +263,13 @@ impl AtsResult {
         match self {
             AtsResult::Pass(_) | AtsResult::Neutral => None,
             AtsResult::Fail(d) => Some(
-                Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed")
-                    .with("matched_directive", d.to_string()),
+                Rejection::new(ErrorCode::AtsFail, "ATS validation failed").with("matched_directive", d.to_string()),
             ),
             AtsResult::TempError(_) => {
-                Some(Rejection::new(451, ErrorCode::AtsTempError, "ATS temporary DNS error, retry later"))
+                Some(Rejection::new(ErrorCode::AtsTempError, "ATS temporary DNS error, retry later"))
             }
             AtsResult::PermError(why) => {
-                Some(Rejection::new(403, ErrorCode::AtsSyntax, "ATS record invalid").with("details", why.clone()))
+                Some(Rejection::new(ErrorCode::AtsSyntax, "ATS record invalid").with("details", why.clone()))
             }
         }
     }
@@ -623,19 +622,19 @@ mod tests {
     fn rejections() {
         let fail = AtsResult::Fail(AtsDirective { action: AtsAction::Deny, qualifier: net("10.0.0.0/8") });
         let rej = fail.to_rejection().unwrap();
-        assert_eq!((rej.status, rej.code), (403, ErrorCode::AtsFail));
+        assert_eq!((rej.status(), rej.code), (403, ErrorCode::AtsFail));
         assert_eq!(
             rej.to_json().to_string(),
             r#"{"error":"ATS validation failed","error_code":"550 5.7.26","matched_directive":"deny=ip:10.0.0.0/8"}"#
         );
         let rej = AtsResult::TempError("DNS lookup of x failed: SERVFAIL".into()).to_rejection().unwrap();
-        assert_eq!(rej.status, 451);
+        assert_eq!(rej.status(), 451);
         assert_eq!(
             rej.to_json().to_string(),
             r#"{"error":"ATS temporary DNS error, retry later","error_code":"451 4.7.26"}"#
         );
         let rej = AtsResult::PermError("record does not start with v=atp1".into()).to_rejection().unwrap();
-        assert_eq!((rej.status, rej.code), (403, ErrorCode::AtsSyntax));
+        assert_eq!((rej.status(), rej.code), (403, ErrorCode::AtsSyntax));
         assert_eq!(
             rej.to_json().to_string(),
             r#"{"error":"ATS record invalid","error_code":"550 5.7.27","details":"record does not start with v=atp1"}"#

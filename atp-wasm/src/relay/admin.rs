@@ -1,0 +1,55 @@
+//! Admin routes (bearer token, docs/protocol.md §6.1): `GET agents`, `stats`, `inspect`, and
+//! Prometheus text at `metrics` (docs/design.md §6).
+
+use serde_json::json;
+
+use crate::env::{Clock, Resolver};
+use crate::error::{ErrorCode, Rejection};
+use crate::relay::credentials::PasswordHasher;
+use crate::relay::store::{AgentStore, MessageStore};
+use crate::relay::{Handled, Query, Relay};
+
+impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Relay<'_, S, R, H, C> {
+    /// `GET agents` → `{"agents":["a@d",…]}`, registered agents, oldest first.
+    pub(super) async fn agents(&self) -> Result<Handled, Rejection> {
+        Ok(Handled::json(200, &json!({"agents": self.store.agent_ids().await?})))
+    }
+
+    /// `GET stats`: the reference's body (docs/protocol.md §6.1), the home's own facts added.
+    pub(super) async fn stats(&self) -> Result<Handled, Rejection> {
+        let queue = self.store.queue_counts().await?;
+        let agents = self.store.agent_ids().await?;
+        let mut v = self.state.stats.stats_json(self.clock.now(), &self.cfg.domain, &queue, agents);
+        if let Some(m) = v.as_object_mut() {
+            m.extend(self.store.extra_stats());
+        }
+        Ok(Handled::json(200, &v))
+    }
+
+    /// `GET inspect?nonce=N` → the newest stored message with that nonce, in the reference's
+    /// shape plus atp's names for the same facts (the delivery engine's view).
+    pub(super) async fn inspect(&self, q: &Query) -> Result<Handled, Rejection> {
+        let Some(nonce) = q.get("nonce").filter(|n| !n.is_empty()) else {
+            return Err(Rejection::new(ErrorCode::BadRequest, "Missing 'nonce' parameter"));
+        };
+        let Some(m) = self.store.message_info(nonce).await? else {
+            return Err(Rejection::new(ErrorCode::NotFound, format!("Message {nonce} not found")));
+        };
+        Ok(Handled::json(
+            200,
+            &json!({
+                "nonce": m.nonce, "from": m.from, "to": m.to, "status": m.status, "created_at": m.created_at,
+                "updated_at": m.updated_at, "retry_count": m.attempts, "next_retry_at": m.next_attempt_at,
+                "error": m.error, "attempts": m.attempts, "next_attempt_at": m.next_attempt_at, "last_error": m.error,
+            }),
+        ))
+    }
+
+    /// `GET metrics`: Prometheus text exposition format.
+    pub(super) async fn metrics(&self) -> Result<Handled, Rejection> {
+        let queue = self.store.queue_counts().await?;
+        let agents = self.store.agent_ids().await?.len();
+        let text = self.state.stats.prometheus(self.clock.now(), &queue, agents);
+        Ok(Handled::body(200, "text/plain; version=0.0.4; charset=utf-8", text))
+    }
+}
