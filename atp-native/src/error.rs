@@ -1,13 +1,13 @@
-//! The one place where a protocol [`Rejection`] becomes an HTTP response (docs/design.md §6): every
-//! error is JSON `{"error", "error_code", …extras}` (the reference's shape, docs/protocol.md §6, with
-//! the code always present) under the rejection's status. The code also travels in the response's
-//! extensions, so the metrics layer counts refusals by code. A body refused as too large is not read
-//! to its end, so that answer also closes the connection.
+//! The one place where the relay's answers become axum responses (docs/design.md §6): a
+//! [`Handled`] keeps its status, body and headers, and a refusal's error code travels in the
+//! response's extensions, so the metrics layer counts refusals by code. Refusals of the glue
+//! itself (a body too large, a path outside the API) go through the core's
+//! [`Handled::rejection`] too: every error is the same JSON shape.
 
+use atp_wasm::relay::Handled;
 use atp_wasm::{ErrorCode, Rejection};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 /// A rejection on its way to the client.
 #[derive(Debug)]
@@ -19,56 +19,31 @@ impl From<Rejection> for ApiError {
     }
 }
 
-impl From<crate::store::DbError> for ApiError {
-    /// Storage trouble is temporary for the client (retry later), never a 500 (docs/design.md §3), and
-    /// says what it is in a stable `storage` field: a full disk is `507` `"storage": "full"`, a
-    /// read-only data directory `503` `"read_only"`, anything else (I/O error, …) `503`
-    /// `"unavailable"`; the `error_code` is always `451 4.3.0` (temporary local failure), so a
-    /// sending server retries instead of bouncing.
-    ///
-    /// All of these mean "not stored", except `503` `"storage": "outcome_unknown"`: the disk
-    /// failed while the write was being committed, so it may be stored after all
-    /// (docs/protocol.md §6.4). Retrying with the same nonce and content is safe: an exact repeat
-    /// is answered 202 and stored once. Its `cause` says what the disk did.
-    fn from(e: crate::store::DbError) -> Self {
-        use crate::store::Fault;
-        tracing::error!(error = %e, outcome_unknown = e.outcome_unknown(), "storage failure");
-        let cause = match e.fault() {
-            Fault::Full => "full",
-            Fault::ReadOnly => "read_only",
-            Fault::Other => "unavailable",
-        };
-        if e.outcome_unknown() {
-            let error = "The server's disk failed while storing this; it may or may not be stored. \
-                         Retry later with the same nonce and content: an exact repeat is stored once";
-            let r = Rejection::new(503, ErrorCode::TempFailure, error).with("storage", "outcome_unknown");
-            return ApiError(r.with("cause", cause));
-        }
-        let (status, error) = match e.fault() {
-            Fault::Full => (507, "Insufficient storage on the server, retry later"),
-            Fault::ReadOnly => (503, "The server's storage is read-only, retry later"),
-            Fault::Other => (503, "Storage unavailable, retry later"),
-        };
-        ApiError(Rejection::new(status, ErrorCode::TempFailure, error).with("storage", cause))
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, Json(self.0.to_json())).into_response();
-        if self.0.code == ErrorCode::MessageTooLarge {
-            // The rest of the body is not read, so the connection cannot carry another request.
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        resp.extensions_mut().insert(self.0.code);
-        resp
+        into_response(Handled::rejection(&self.0))
     }
 }
 
 /// Shorthand for a rejection.
-pub fn reject(status: u16, code: ErrorCode, error: impl Into<String>) -> ApiError {
-    ApiError(Rejection::new(status, code, error))
+pub fn reject(code: ErrorCode, error: impl Into<String>) -> ApiError {
+    ApiError(Rejection::new(code, error))
+}
+
+/// The relay's answer as an axum response.
+pub fn into_response(h: Handled) -> Response {
+    let status = StatusCode::from_u16(h.response.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let content_type = h.response.content_type.unwrap_or_else(|| "application/octet-stream".into());
+    let mut resp = (status, [(axum::http::header::CONTENT_TYPE, content_type)], h.response.body).into_response();
+    for (name, value) in h.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            resp.headers_mut().insert(n, v);
+        }
+    }
+    if let Some(code) = h.code {
+        resp.extensions_mut().insert(code);
+    }
+    resp
 }
 
 #[cfg(test)]
@@ -77,22 +52,21 @@ mod tests {
 
     #[test]
     fn rejection_becomes_json_with_its_status_and_code() {
-        let resp =
-            ApiError(Rejection::new(403, ErrorCode::AtsFail, "ATS validation failed").with("x", 1)).into_response();
+        let resp = reject(ErrorCode::AtsFail, "ATS validation failed").into_response();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert_eq!(resp.headers()["content-type"], "application/json");
         assert_eq!(resp.extensions().get::<ErrorCode>(), Some(&ErrorCode::AtsFail));
-        let resp = reject(451, ErrorCode::TempFailure, "later").into_response();
+        let resp = reject(ErrorCode::TempFailure, "later").into_response();
         assert_eq!(resp.status().as_u16(), 451);
         assert!(resp.headers().get("connection").is_none());
-        let resp = reject(400, ErrorCode::MessageTooLarge, "Message too large").into_response();
+        let resp = ApiError(atp_wasm::relay::api::too_large(3)).into_response();
         assert_eq!(resp.headers()["connection"], "close");
     }
 
-    /// The JSON body of a storage failure's answer.
+    /// The JSON body of a storage failure's answer, through the core's one mapping.
     fn storage_answer(e: crate::store::DbError) -> (u16, serde_json::Value) {
-        let r = ApiError::from(e).0;
-        (r.status, r.to_json())
+        let r = atp_wasm::env::StoreError::from(e).to_rejection();
+        (r.status(), r.to_json())
     }
 
     #[test]

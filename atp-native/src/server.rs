@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atp_wasm::env::{Clock, SystemClock};
-use atp_wasm::pipeline::InboundConfig;
+use atp_wasm::relay::{RelayConfig, RelayState};
 
 use crate::config::{Settings, TlsMode};
-use crate::credentials::CredentialCache;
 use crate::delivery::transport::Transport;
 use crate::delivery::Engine;
 use crate::metrics::Metrics;
@@ -60,18 +59,23 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     let transport = Transport::new(resolver.clone(), s.delivery.peer_ca.as_deref())?;
     let db_path = home.db_path(&s.domain);
     let store = Store::open(&db_path).map_err(|source| ServerError::Store { path: db_path.clone(), source })?;
-    let mut inbound = InboundConfig::new(&s.domain);
-    inbound.max_size = s.max_message_size;
+    let mut relay = RelayConfig::new(&s.domain);
+    relay.inbound.max_size = s.max_message_size;
+    relay.admin_token = s.admin_token.clone();
+    relay.registration = match s.registration {
+        crate::cli::Registration::Open => atp_wasm::relay::Registration::Open,
+        crate::cli::Registration::Token => atp_wasm::relay::Registration::Token,
+        crate::cli::Registration::Closed => atp_wasm::relay::Registration::Closed,
+    };
     let delivery_wake = Arc::new(tokio::sync::Notify::new());
     let state = Arc::new(AppState {
         domain: s.domain.clone(),
-        inbound,
+        relay,
+        relay_state: RelayState::new(SystemClock.now()),
         store: store.clone(),
         resolver,
+        hasher: crate::hasher::NativeHasher::new(0),
         delivery_wake: delivery_wake.clone(),
-        admin_token: s.admin_token.clone(),
-        registration: s.registration,
-        credentials: CredentialCache::default(),
         metrics: Metrics::default(),
         web,
         cors: routes::web::Cors::new(&s.cors_origins),
@@ -79,7 +83,10 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
 
     let engine = Engine::new(state.clone(), transport, signing_key.clone(), &s, delivery_wake);
     let delivery = tokio::spawn(engine.run());
-    let pruner = tokio::spawn(prune_dedup(store.clone(), state.inbound.remote_max_age + state.inbound.max_future_skew));
+    let pruner = tokio::spawn(prune_dedup(
+        store.clone(),
+        state.relay.inbound.remote_max_age + state.relay.inbound.max_future_skew,
+    ));
 
     let listener =
         std::net::TcpListener::bind(s.listen).map_err(|source| ServerError::Bind { addr: s.listen, source })?;

@@ -56,7 +56,7 @@ pub enum ErrorCode {
     Unavailable,
     /// `451 4.3.0` the server's disk is full (HTTP 507): retry later.
     StorageFull,
-    /// `500 5.5.1` the route exists but not with this method (HTTP 405).
+    /// `500 5.5.2` the route exists but not with this method (HTTP 405).
     MethodNotAllowed,
 }
 
@@ -85,7 +85,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "500 5.5.2",
             ErrorCode::NotFound => "550 5.1.0",
             ErrorCode::TempFailure | ErrorCode::Unavailable | ErrorCode::StorageFull => "451 4.3.0",
-            ErrorCode::MethodNotAllowed => "500 5.5.1",
+            ErrorCode::MethodNotAllowed => "500 5.5.2",
         }
     }
 

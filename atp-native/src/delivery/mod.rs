@@ -29,20 +29,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use atp_wasm::delivery::{self as machine, Backoff, Bounced, Failure, Settlement, Signer};
 use atp_wasm::env::{Clock, SystemClock};
 use atp_wasm::keys::DomainKey;
-use atp_wasm::message::Message;
-use atp_wasm::records::svcb::{discover, DiscoveryError};
-use atp_wasm::retry::{classify_status, Outcome, RetryPolicy};
-use atp_wasm::sign::sign_message;
-use serde_json::json;
+use atp_wasm::retry::RetryPolicy;
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::routes::AppState;
 use crate::store::queue::{Claimed, QueueOp};
 use crate::store::{NewMessage, Status};
-use transport::Transport;
+use transport::{Transport, Via};
 
 /// Attempts in flight at once, all domains together.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -53,28 +50,9 @@ const LEASE_SECS: i64 = 300;
 /// Longest sleep of the dispatcher between looks at the queue.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// Why an attempt did not deliver.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub outcome: Outcome,
-    /// The receiver's HTTP status, if it answered.
-    pub status: Option<u16>,
-    /// The receiver's `error_code`, or ours for failures before an answer.
-    pub error_code: String,
-    /// What went wrong, for `inspect` and the bounce notice.
-    pub error: String,
-}
-
-impl Failure {
-    fn before_answer(outcome: Outcome, code: &str, error: String) -> Self {
-        Failure { outcome, status: None, error_code: code.into(), error }
-    }
-}
-
-/// Backoff state of one destination domain.
+/// Backoff state of one destination domain ([`Backoff`], the core's rule) and its attempt slots.
 struct DomainState {
-    failures: u32,
-    blocked_until: i64,
+    backoff: Backoff,
     slots: Arc<Semaphore>,
 }
 
@@ -124,15 +102,14 @@ impl Engine {
     /// Domains backing off now.
     fn blocked(&self, now: i64) -> Vec<String> {
         let d = self.domains.lock().unwrap_or_else(|p| p.into_inner());
-        d.iter().filter(|(_, s)| s.blocked_until > now).map(|(k, _)| k.clone()).collect()
+        d.iter().filter(|(_, s)| s.backoff.blocks(now)).map(|(k, _)| k.clone()).collect()
     }
 
     fn slots(&self, domain: &str) -> Arc<Semaphore> {
         let mut d = self.domains.lock().unwrap_or_else(|p| p.into_inner());
         d.entry(domain.to_owned())
             .or_insert_with(|| DomainState {
-                failures: 0,
-                blocked_until: 0,
+                backoff: Backoff::default(),
                 slots: Arc::new(Semaphore::new(self.per_domain)),
             })
             .slots
@@ -141,37 +118,30 @@ impl Engine {
 
     fn blocked_until(&self, domain: &str) -> Option<i64> {
         let d = self.domains.lock().unwrap_or_else(|p| p.into_inner());
-        d.get(domain).map(|s| s.blocked_until)
+        d.get(domain).map(|s| s.backoff.blocked_until)
     }
 
     /// The domain answered: forget its failures. True if it was backing off.
     fn domain_answered(&self, domain: &str) -> bool {
         let mut d = self.domains.lock().unwrap_or_else(|p| p.into_inner());
         match d.get_mut(domain) {
-            Some(s) if s.failures > 0 => {
-                s.failures = 0;
-                s.blocked_until = 0;
+            Some(s) if s.backoff.failures > 0 => {
+                s.backoff = Backoff::default();
                 true
             }
             _ => false,
         }
     }
 
-    /// The domain failed temporarily: back off. Returns its consecutive failures and the time
-    /// until which it is blocked.
-    fn domain_failed(&self, domain: &str, now: i64) -> (u32, i64) {
+    /// The domain failed temporarily: back off ([`Backoff::failed`]). Returns its new backoff.
+    fn domain_failed(&self, domain: &str, now: i64) -> Backoff {
         let mut d = self.domains.lock().unwrap_or_else(|p| p.into_inner());
         let s = d.entry(domain.to_owned()).or_insert_with(|| DomainState {
-            failures: 0,
-            blocked_until: 0,
+            backoff: Backoff::default(),
             slots: Arc::new(Semaphore::new(self.per_domain)),
         });
-        // Several attempts failing together count once per backoff period.
-        if s.blocked_until <= now {
-            s.failures = s.failures.saturating_add(1);
-            s.blocked_until = now + self.policy.delay_secs(s.failures, jitter()) as i64;
-        }
-        (s.failures, s.blocked_until)
+        s.backoff = s.backoff.failed(now, &self.policy, jitter());
+        s.backoff
     }
 
     /// Runs until the task is aborted: releases the leases of a previous run, then dispatches.
@@ -241,134 +211,66 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    /// Signs and transfers one message.
+    /// Signs and transfers one message ([`machine::attempt`]); certificates of local peers are not
+    /// verified (docs/design.md §3).
     async fn deliver(&self, row: &Claimed) -> Result<(), Failure> {
-        let mut msg = Message::parse(row.json.as_bytes()).map_err(|e| {
-            Failure::before_answer(Outcome::Permanent, "554 5.6.0", format!("stored message unreadable: {e}"))
-        })?;
-        sign_message(&mut msg, &self.key, &self.selector, &self.st.domain, SystemClock.now()).map_err(|e| {
-            Failure::before_answer(Outcome::Permanent, "554 5.6.0", format!("message cannot be signed: {e}"))
-        })?;
-        let endpoints = discover(&*self.st.resolver, &row.dest_domain).await.map_err(|e| match e {
-            DiscoveryError::Dns(e) => Failure::before_answer(Outcome::Temporary, "451 4.4.3", e.to_string()),
-            e => Failure::before_answer(Outcome::Permanent, "550 5.1.2", e.to_string()),
-        })?;
         let verify = !self.no_verify && !self.st.resolver.is_local_peer(&row.dest_domain).await;
-        let body = msg.to_json();
-        let mut last = String::from("no endpoint");
-        for ep in &endpoints {
-            match self.transport.post(ep, body.clone(), verify).await {
-                Ok(a) => {
-                    return match classify_status(a.status) {
-                        Outcome::Delivered => Ok(()),
-                        outcome => Err(Failure {
-                            outcome,
-                            status: Some(a.status),
-                            error_code: a.error_code.unwrap_or_default(),
-                            error: a.error.unwrap_or_else(|| format!("HTTP {}", a.status)),
-                        }),
-                    }
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(Failure::before_answer(Outcome::Temporary, "451 4.4.1", last))
+        let via = Via { transport: &self.transport, verify };
+        let resolver = &*self.st.resolver;
+        machine::attempt(&row.json, &row.dest_domain, self.signer(), SystemClock.now(), resolver, &via, "https").await
     }
 
-    /// The queue transition for an attempt's result.
+    fn signer(&self) -> Signer<'_> {
+        Signer { domain: &self.st.domain, key: &self.key, selector: &self.selector }
+    }
+
+    /// The queue transition for an attempt's result ([`machine::settle`]).
     async fn settle(&self, row: &Claimed, result: Result<(), Failure>) -> QueueOp {
         let now = SystemClock.now();
         let domain = &row.dest_domain;
-        let answered = match &result {
-            Ok(()) => true,
-            Err(f) => f.status.is_some() && f.outcome == Outcome::Permanent,
-        };
-        if answered && self.domain_answered(domain) {
+        let stats = &self.st.relay_state.stats;
+        if Failure::answered(&result) && self.domain_answered(domain) {
             tracing::info!(domain = %domain, "domain answers again: its waiting messages are due now");
             if let Err(e) = self.st.store.queue(QueueOp::Wake { domain: domain.clone(), now }).await {
                 tracing::warn!(error = %e, "could not wake the domain's messages");
             }
         }
-        match result {
-            Ok(()) => {
-                self.st.metrics.forwarded.inc();
+        let backoff = match &result {
+            Err(f) if f.outcome == atp_wasm::retry::Outcome::Temporary => {
+                stats.delivery_failed.inc();
+                self.domain_failed(domain, now)
+            }
+            _ => Backoff::default(),
+        };
+        match machine::settle(result, row.created_at, row.attempts, backoff, &self.policy, now, jitter()) {
+            Settlement::Delivered => {
+                stats.forwarded.inc();
                 tracing::info!(nonce = %row.nonce, to = %row.to_id, "delivered");
                 QueueOp::Delivered { id: row.id, now }
             }
-            Err(f) if f.outcome == Outcome::Permanent => self.bounce(row, f, now),
-            Err(f) => {
-                self.st.metrics.delivery_failed.inc();
-                let (failures, blocked_until) = self.domain_failed(domain, now);
-                let attempts = row.attempts.saturating_add(1).max(failures);
-                match self.policy.next_attempt(row.created_at, now, attempts, jitter()) {
-                    Some(next_at) => {
-                        let next_at = next_at.max(blocked_until.min(row.created_at + self.policy.max_age_secs as i64));
-                        tracing::info!(nonce = %row.nonce, error = %f.error, retry_in = next_at - now, "temporary failure");
-                        QueueOp::Retry { id: row.id, now, next_at, error: format!("{}: {}", f.error_code, f.error) }
-                    }
-                    None => {
-                        let expired = Failure {
-                            outcome: Outcome::Permanent,
-                            status: f.status,
-                            error_code: "554 5.4.7".into(),
-                            error: format!("undeliverable for {} s; last error: {}", self.policy.max_age_secs, f.error),
-                        };
-                        self.bounce(row, expired, now)
-                    }
-                }
+            Settlement::Retry { next_at, error } => {
+                tracing::info!(nonce = %row.nonce, %error, retry_in = next_at - now, "temporary failure");
+                QueueOp::Retry { id: row.id, now, next_at, error }
             }
+            Settlement::Bounce(f) => self.bounce(row, f, now),
         }
     }
 
     fn bounce(&self, row: &Claimed, f: Failure, now: i64) -> QueueOp {
-        self.st.metrics.bounced.inc();
+        self.st.relay_state.stats.bounced.inc();
         tracing::warn!(nonce = %row.nonce, to = %row.to_id, error = %f.error, "bounced");
-        let error = format!("{}: {}", f.error_code, f.error);
-        let notice = bounce_notice(&self.st.domain, row, &f, now, &self.key, &self.selector);
-        QueueOp::Bounce { id: row.id, now, error, notice: Box::new(notice) }
-    }
-}
-
-/// The notice for a bounced message (docs/protocol.md §8.3, plus `error_code`, `status`, `error`),
-/// from `postmaster@<domain>` into the original sender's inbox, signed like the reference's.
-pub fn bounce_notice(
-    domain: &str,
-    row: &Claimed,
-    f: &Failure,
-    now: i64,
-    key: &DomainKey,
-    selector: &str,
-) -> NewMessage {
-    let payload = json!({
-        "subject": format!("Delivery Failure: {}", row.nonce),
-        "body": format!("Message to {} could not be delivered. Error: {}", row.to_id, f.error),
-        "original_nonce": row.nonce,
-        "error_code": f.error_code,
-        "status": f.status,
-        "error": f.error,
-    });
-    let from = format!("postmaster@{domain}");
-    let mut msg = Message {
-        from: from.clone(),
-        to: row.from_id.clone(),
-        timestamp: now,
-        nonce: atp_wasm::message::new_nonce(),
-        kind: "message".into(),
-        payload,
-        signature: None,
-        cc: Vec::new(),
-        routing: None,
-    };
-    let _ = sign_message(&mut msg, key, selector, domain, now);
-    let content_hash = msg.content_hash().unwrap_or([0; 32]);
-    NewMessage {
-        nonce: msg.nonce.clone(),
-        sender_domain: domain.to_owned(),
-        from_id: from,
-        to_id: row.from_id.clone(),
-        json: msg.to_json(),
-        status: Status::Delivered,
-        content_hash,
-        now,
+        let original = Bounced { nonce: &row.nonce, from: &row.from_id, to: &row.to_id };
+        let msg = machine::bounce_notice(original, &f, self.signer(), now);
+        let notice = NewMessage {
+            nonce: msg.nonce.clone(),
+            sender_domain: self.st.domain.clone(),
+            from_id: msg.from.clone(),
+            to_id: msg.to.clone(),
+            json: msg.to_json(),
+            status: Status::Delivered,
+            content_hash: msg.content_hash().unwrap_or([0; 32]),
+            now,
+        };
+        QueueOp::Bounce { id: row.id, now, error: f.describe(), notice: Box::new(notice) }
     }
 }

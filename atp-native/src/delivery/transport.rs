@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atp_wasm::env::Resolver;
-use atp_wasm::records::svcb::Endpoint;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::resolver::ServerResolver;
@@ -29,15 +28,6 @@ pub enum TransportError {
     PeerCa { path: std::path::PathBuf, message: String },
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-}
-
-/// What the receiving server answered.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    /// The `error` and `error_code` fields of a JSON refusal (docs/protocol.md §6), if any.
-    pub error: Option<String>,
-    pub error_code: Option<String>,
 }
 
 /// Host name resolution for reqwest through [`ServerResolver`].
@@ -88,30 +78,6 @@ impl Transport {
         }
         Ok(Transport { verified: verified.build()?, unverified: builder().danger_accept_invalid_certs(true).build()? })
     }
-
-    /// Posts one signed message. `Err` is a failure before any HTTP answer (connect, TLS, timeout).
-    pub async fn post(&self, ep: &Endpoint, body: String, verify: bool) -> Result<Answer, String> {
-        let host = if ep.host.contains(':') { format!("[{}]", ep.host) } else { ep.host.clone() };
-        let url = format!("https://{host}:{}/.well-known/atp/v1/message", ep.port);
-        let client = if verify { &self.verified } else { &self.unverified };
-        let resp = client
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/atp+json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| describe(&url, &e))?;
-        let status = resp.status().as_u16();
-        // The body only matters for refusals (bounce text); a 2xx is settled by its status.
-        let (error, error_code) = if resp.status().is_success() {
-            (None, None)
-        } else {
-            let v: serde_json::Value = resp.json().await.unwrap_or_default();
-            let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(|s| s.chars().take(500).collect::<String>());
-            (text("error").or_else(|| text("detail")), text("error_code"))
-        };
-        Ok(Answer { status, error, error_code })
-    }
 }
 
 /// One line for a transport error, with its causes (reqwest's Display hides them).
@@ -124,4 +90,43 @@ fn describe(url: &str, e: &reqwest::Error) -> String {
         src = cause.source();
     }
     s.chars().take(500).collect()
+}
+
+/// Most bytes of a receiver's answer read (a refusal's JSON; the rest is dropped).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// The transport as the core's [`HttpTransport`] (what [`atp_wasm::delivery::attempt`] sends
+/// through), verifying certificates or not.
+pub struct Via<'a> {
+    pub transport: &'a Transport,
+    pub verify: bool,
+}
+
+impl atp_wasm::http::HttpTransport for Via<'_> {
+    async fn send(
+        &self,
+        req: atp_wasm::http::HttpRequest,
+    ) -> Result<atp_wasm::http::HttpResponse, atp_wasm::http::HttpError> {
+        let client = if self.verify { &self.transport.verified } else { &self.transport.unverified };
+        let method = match req.method {
+            atp_wasm::http::Method::Get => reqwest::Method::GET,
+            atp_wasm::http::Method::Post => reqwest::Method::POST,
+        };
+        let mut builder = client.request(method, &req.url).body(req.body);
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        let mut resp = builder.send().await.map_err(|e| atp_wasm::http::HttpError(describe(&req.url, &e)))?;
+        let status = resp.status().as_u16();
+        let content_type =
+            resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut body = Vec::new();
+        while body.len() < MAX_ANSWER {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MAX_ANSWER - body.len())]),
+                _ => break,
+            }
+        }
+        Ok(atp_wasm::http::HttpResponse { status, content_type, body })
+    }
 }

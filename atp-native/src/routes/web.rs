@@ -20,7 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
-use crate::error::reject;
+use crate::error::{reject, ApiError};
 
 /// Why `--web` cannot serve.
 #[derive(Debug, thiserror::Error)]
@@ -108,18 +108,18 @@ pub fn is_api(path: &str) -> bool {
 pub async fn serve(State(st): Shared, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let Some(root) = st.web.as_ref().filter(|_| !is_api(&path)) else {
-        return super::not_found().await.into_response();
+        return ApiError(atp_wasm::relay::api::not_found()).into_response();
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reject(405, ErrorCode::BadRequest, "Method Not Allowed").into_response();
+        return reject(ErrorCode::MethodNotAllowed, "Method Not Allowed").into_response();
     }
     // Errors stay JSON with a stable code here too (the same 404 as an unknown API path).
     let Some(file) = root.file_for(&path) else {
-        return super::not_found().await.into_response();
+        return ApiError(atp_wasm::relay::api::not_found()).into_response();
     };
     let data = match tokio::fs::read(&file).await {
         Ok(d) => d,
-        Err(_) => return super::not_found().await.into_response(),
+        Err(_) => return ApiError(atp_wasm::relay::api::not_found()).into_response(),
     };
     let mut resp = if req.method() == Method::HEAD {
         let mut r = Response::new(Body::empty());
@@ -168,7 +168,7 @@ pub async fn cors(State(st): Shared, req: Request, next: Next) -> Response {
         req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {
         if !allowed {
-            return reject(403, ErrorCode::Forbidden, format!("Origin {origin} is not allowed (--cors-origin)"))
+            return reject(ErrorCode::Forbidden, format!("Origin {origin} is not allowed (--cors-origin)"))
                 .into_response();
         }
         let mut resp = StatusCode::NO_CONTENT.into_response();

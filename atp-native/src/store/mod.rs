@@ -15,11 +15,11 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
-use atp_wasm::env::{ContentHash, DedupStore, StoreError};
+use atp_wasm::env::{ContentHash, DedupStore, StoreError, StoreFault};
+use atp_wasm::relay::store::{AgentStore, MessageStore};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use crate::metrics::QueueCounts;
 use queue::{Claimed, QueueOp, QueueResult};
 use writer::Write;
 
@@ -98,67 +98,19 @@ impl DbError {
     }
 }
 
-/// `messages.status` (docs/protocol.md §8.1). The delivery engine moves `Queued` rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// In a local inbox (or forwarded successfully).
-    Delivered,
-    /// Waiting for the delivery engine.
-    Queued,
-}
+/// The core's message types (docs/design.md §1): the relay hands these to the store.
+pub use atp_wasm::relay::store::{InboxRow, MessageInfo, MessageStatus as Status, NewMessage, QueueCounts, Stored};
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Delivered => "delivered",
-            Status::Queued => "queued",
-        }
+impl From<DbError> for StoreError {
+    /// What the relay tells the client (docs/protocol.md §6.4).
+    fn from(e: DbError) -> Self {
+        let fault = match e.fault() {
+            Fault::Full => StoreFault::Full,
+            Fault::ReadOnly => StoreFault::ReadOnly,
+            Fault::Other => StoreFault::Unavailable,
+        };
+        StoreError::with_fault(fault, e.outcome_unknown(), e.to_string())
     }
-}
-
-/// A message to store, with its dedup key.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    pub nonce: String,
-    pub sender_domain: String,
-    pub from_id: String,
-    pub to_id: String,
-    pub json: String,
-    pub status: Status,
-    pub content_hash: ContentHash,
-    pub now: i64,
-}
-
-/// What storing a message did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
-    /// Committed under this row id.
-    New(i64),
-    /// An exact repeat of a message already accepted: nothing written.
-    Duplicate,
-    /// The nonce is taken by other content.
-    Replay,
-}
-
-/// A stored message as the inbox returns it.
-#[derive(Debug, Clone)]
-pub struct InboxRow {
-    pub id: i64,
-    pub json: String,
-}
-
-/// What `inspect` shows of a message (docs/protocol.md §6).
-#[derive(Debug, Clone)]
-pub struct MessageInfo {
-    pub nonce: String,
-    pub from: String,
-    pub to: String,
-    pub status: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub attempts: i64,
-    pub next_attempt_at: Option<i64>,
-    pub error: Option<String>,
 }
 
 /// Handle to one domain's database; cheap to clone.
@@ -341,17 +293,35 @@ impl Store {
         .await
     }
 
-    /// An agent's inbox after row `after_id`, oldest first, at most `limit` rows.
-    pub async fn inbox(&self, agent: &str, after_id: i64, limit: i64) -> Result<Vec<InboxRow>, DbError> {
+    /// An agent's inbox after row `after_id`, oldest first: at most `limit` rows and, past the
+    /// first, at most `max_bytes` of message JSON (rows are read one by one, so a page of large
+    /// messages never holds more than that in memory, docs/design.md §5b).
+    pub async fn inbox(
+        &self,
+        agent: &str,
+        after_id: i64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<InboxRow>, DbError> {
         let agent = agent.to_owned();
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT id, message_json FROM messages WHERE to_id = ?1 AND status = 'delivered' AND id > ?2
                  ORDER BY id LIMIT ?3",
             )?;
-            let rows =
-                st.query_map(params![agent, after_id, limit], |r| Ok(InboxRow { id: r.get(0)?, json: r.get(1)? }))?;
-            rows.collect()
+            let mut rows = st.query(params![agent, after_id, limit as i64])?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(r) = rows.next()? {
+                // The length first: a row that would pass the limit is not read at all.
+                let len = r.get_ref(1)?.as_bytes().map(<[u8]>::len).unwrap_or(0);
+                if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(len);
+                out.push(InboxRow { id: r.get(0)?, json: r.get(1)? });
+            }
+            Ok(out)
         })
         .await
     }
@@ -403,9 +373,44 @@ impl DedupStore for Store {
                     .query_row([d, n], |r| r.get(0))
                     .optional()
             })
-            .await
-            .map_err(|e| StoreError(e.to_string()))?;
+            .await?;
         Ok(hash.and_then(|h| h.try_into().ok()))
+    }
+}
+
+impl AgentStore for Store {
+    async fn agent_hash(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(Store::agent_hash(self, id).await?)
+    }
+    async fn agent_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(Store::agent_exists(self, id).await?)
+    }
+    async fn insert_agent(&self, id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
+        Ok(Store::insert_agent(self, id, hash, now).await?)
+    }
+    async fn agent_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.agents().await?)
+    }
+}
+
+impl MessageStore for Store {
+    async fn store_message(&self, m: NewMessage) -> Result<Stored, StoreError> {
+        Ok(self.insert_message(m).await?)
+    }
+    async fn inbox(
+        &self,
+        agent: &str,
+        after: i64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        Ok(Store::inbox(self, agent, after, limit, max_bytes).await?)
+    }
+    async fn message_info(&self, nonce: &str) -> Result<Option<MessageInfo>, StoreError> {
+        Ok(self.inspect(nonce).await?)
+    }
+    async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
+        Ok(self.counts().await?.0)
     }
 }
 
@@ -447,10 +452,14 @@ mod tests {
         assert!(matches!(store.insert_message(other_domain).await.unwrap(), Stored::New(_)), "per sender domain");
         assert_eq!(store.seen("a.test", "n1").await.unwrap(), Some([1; 32]));
         assert_eq!(store.seen("other.test", "n1").await.unwrap(), None);
-        let page = store.inbox("b@a.test", 0, 50).await.unwrap();
+        let page = store.inbox("b@a.test", 0, 50, usize::MAX).await.unwrap();
         assert_eq!(page.len(), 50);
-        let next = store.inbox("b@a.test", page[49].id, 500).await.unwrap();
+        let next = store.inbox("b@a.test", page[49].id, 500, usize::MAX).await.unwrap();
         assert_eq!(next.len(), 251);
+        // Pages are bounded in bytes too; the first row always comes.
+        let len = page[0].json.len();
+        assert_eq!(store.inbox("b@a.test", 0, 50, 3 * len).await.unwrap().len(), 3);
+        assert_eq!(store.inbox("b@a.test", 0, 50, 1).await.unwrap().len(), 1);
         assert!(store.insert_agent("b@a.test", "h", 1).await.unwrap());
         assert!(!store.insert_agent("b@a.test", "h2", 2).await.unwrap());
         assert_eq!(store.agent_hash("b@a.test").await.unwrap().as_deref(), Some("h"));
@@ -511,7 +520,7 @@ mod tests {
             QueueOp::Bounce { id: q1[0].id, now: 411, error: "550 5.7.26: denied".into(), notice: Box::new(notice) };
         assert_eq!(store.queue(op).await.unwrap(), 1);
         assert_eq!(store.inspect("q1").await.unwrap().unwrap().status, "bounced");
-        assert_eq!(store.inbox("x@a.test", 0, 10).await.unwrap().len(), 1);
+        assert_eq!(store.inbox("x@a.test", 0, 10, usize::MAX).await.unwrap().len(), 1);
         // a crash mid-attempt: at start-up every leased row is released
         let q2 = store.claim(420, 720, 10, vec![]).await.unwrap();
         assert_eq!(q2.len(), 1);

@@ -145,10 +145,7 @@ fn file_system_read_only(db: &std::path::Path) -> bool {
 /// result: it was never applied (the batch failed before it).
 type Reply = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
 
-fn reply_with<T: Send + 'static>(
-    r: Option<rusqlite::Result<T>>,
-    to: oneshot::Sender<Result<T, DbError>>,
-) -> Reply {
+fn reply_with<T: Send + 'static>(r: Option<rusqlite::Result<T>>, to: oneshot::Sender<Result<T, DbError>>) -> Reply {
     Box::new(move |commit_error| {
         let _ = to.send(match (r, commit_error) {
             (Some(Ok(v)), None) => Ok(v),
@@ -200,7 +197,10 @@ enum Ended {
     /// Not written: the file system is read-only, or `BEGIN` failed (requests not applied).
     NotBegun(CommitFailure),
     /// `COMMIT` (or a statement inside the transaction) failed.
-    Failed { error: rusqlite::Error, at_commit: bool },
+    Failed {
+        error: rusqlite::Error,
+        at_commit: bool,
+    },
 }
 
 /// The writer thread's loop; returns when every sender is gone or a `Close` was committed.
@@ -251,10 +251,7 @@ pub fn run(mut conn: Connection, rx: mpsc::Receiver<Write>) {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
-                Some(CommitFailure::not_written(
-                    Fault::Other,
-                    format!("write batch failed: {}", panic_text(&*panic)),
-                ))
+                Some(CommitFailure::not_written(Fault::Other, format!("write batch failed: {}", panic_text(&*panic))))
             }
         };
         if let Some(e) = &err {

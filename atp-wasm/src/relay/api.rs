@@ -48,6 +48,12 @@ impl Route {
         format!("{PREFIX}{}", self.path)
     }
 
+    /// The most body bytes read for this route: its own limit, and never less than
+    /// [`MAX_SMALL_BODY`] (a stray body on a `GET` is read and ignored, as before).
+    pub fn body_limit(&self) -> usize {
+        self.max_body.max(MAX_SMALL_BODY)
+    }
+
     /// The route's URL under a server's base URL (`https://host:port`, no trailing slash).
     pub fn url(&self, base: &str) -> String {
         format!("{}{PREFIX}{}", base.trim_end_matches('/'), self.path)

@@ -157,8 +157,8 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Rel
     /// The handler of each route; authentication as the route's definition says.
     async fn dispatch(&self, route: &Route, req: &ApiRequest) -> Result<Handled, Rejection> {
         use api::Auth;
-        if req.body.len() > route.max_body.max(api::MAX_SMALL_BODY) {
-            return Err(api::too_large(route.max_body));
+        if req.body.len() > route.body_limit() {
+            return Err(api::too_large(route.body_limit()));
         }
         let who = match route.auth {
             Auth::Agent => Some(self.agent(req, "Credential required").await?),

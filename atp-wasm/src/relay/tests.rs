@@ -98,7 +98,7 @@ fn routes_methods_and_admin() {
     let w = World::new();
     assert_eq!(w.call("GET", "/nothing", None, Value::Null).0, 404);
     let (s, v) = w.call("GET", "/register", None, Value::Null);
-    assert_eq!((s, v["error_code"].as_str()), (405, Some("500 5.5.1")));
+    assert_eq!((s, v["error_code"].as_str()), (405, Some("500 5.5.2")));
     assert_eq!(w.call("GET", "/health", None, Value::Null).1["domain"], "a.test");
     assert_eq!(w.call("GET", "/stats", None, Value::Null).0, 401);
     assert_eq!(w.call("GET", "/stats", Some("Bearer wrong"), Value::Null).0, 403);

@@ -21,6 +21,7 @@ pub fn cases() -> Vec<Case> {
         case!("route.register.bad_json", "§6", "400 500 5.5.2", register_bad_json),
         case!("route.register.missing_fields", "§6", "400 500 5.5.2", register_missing_fields),
         case!("route.register.invalid_id", "§1 §6", "400 500 5.5.2", register_invalid_id),
+        case!("route.whoami", "§6.1", "200 {agent_id}; 401 535 5.7.8 without credential", whoami),
         case!("route.messages.inbox", "§6", "200 {messages, count}", messages_inbox),
         case!("route.messages.cursor", "§6", "after_id pages, last_id", messages_cursor),
         case!("route.messages.no_credential", "§6 §7", "401 535 5.7.8", messages_no_credential),
@@ -158,6 +159,21 @@ async fn register_missing_fields(cx: &Ctx) -> Outcome {
 
 async fn register_invalid_id(cx: &Ctx) -> Outcome {
     cx.refusal(register(cx, json!({"agent_id": "bad name!", "password": "x"})).await, 400, "500 5.5.2")
+}
+
+/// `GET whoami`: the authenticated agent's id (docs/protocol.md §6.1).
+async fn whoami(cx: &Ctx) -> Outcome {
+    let anonymous = cx.refusal(Http::send(cx.http.get("whoami")).await, 401, "535 5.7.8");
+    if !anonymous.passed() {
+        return anonymous;
+    }
+    match Http::send(cx.http.get("whoami").basic_auth(&cx.a.id.to_uppercase(), Some(&cx.a.password))).await {
+        Ok(r) => shape(
+            r.status == 200 && r.get("agent_id") == Some(&json!(cx.a.id)),
+            format!("{} {:?}", r.status, r.get("agent_id")),
+        ),
+        Err(e) => Outcome::fail(e.to_string()),
+    }
 }
 
 async fn messages_inbox(cx: &Ctx) -> Outcome {
