@@ -64,12 +64,14 @@ impl Home {
         for d in [self.root.clone(), self.keys_dir(), self.certs_dir(), self.data_dir()] {
             fs::create_dir_all(&d).map_err(io(&d))?;
         }
-        // The keys directory holds the domain's signing key: owner only.
+        // The home holds the signing key, password hashes and every message: owner only
+        // (docs/design.md §5b), and so do the keys and data directories within it.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let keys = self.keys_dir();
-            fs::set_permissions(&keys, fs::Permissions::from_mode(0o700)).map_err(io(&keys))?;
+            for d in [self.root.clone(), self.keys_dir(), self.data_dir()] {
+                fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
+            }
         }
         Ok(())
     }

@@ -58,6 +58,10 @@ pub enum ErrorCode {
     StorageFull,
     /// `500 5.5.2` the route exists but not with this method (HTTP 405).
     MethodNotAllowed,
+    /// `450 4.7.1` too many failed logins from this address (HTTP 429 with `Retry-After`).
+    TooManyRequests,
+    /// `452 4.2.2` the recipient's mailbox is full (HTTP 507): a sending server retries later.
+    MailboxFull,
 }
 
 impl ErrorCode {
@@ -86,6 +90,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "550 5.1.0",
             ErrorCode::TempFailure | ErrorCode::Unavailable | ErrorCode::StorageFull => "451 4.3.0",
             ErrorCode::MethodNotAllowed => "500 5.5.2",
+            ErrorCode::TooManyRequests => "450 4.7.1",
+            ErrorCode::MailboxFull => "452 4.2.2",
         }
     }
 
@@ -101,9 +107,10 @@ impl ErrorCode {
             UnknownRecipient | NotFound => 404,
             MethodNotAllowed => 405,
             Conflict => 409,
+            TooManyRequests => 429,
             AtsTempError | AtkTempError | TempFailure => 451,
             Unavailable => 503,
-            StorageFull => 507,
+            StorageFull | MailboxFull => 507,
         }
     }
 

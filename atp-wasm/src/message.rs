@@ -155,9 +155,10 @@ impl Message {
         };
         let cc = match obj.get("cc") {
             None | Some(Value::Null) => Vec::new(),
+            // Each entry must be an agent id, validated like `to` (kept as given: it is signed).
             Some(Value::Array(items)) if items.len() <= MAX_CC => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_owned))
+                .map(|i| i.as_str().filter(|s| crate::identity::AgentId::parse(s).is_ok()).map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
                 .ok_or(MessageError::BadCc)?,
             Some(_) => return Err(MessageError::BadCc),
@@ -271,6 +272,8 @@ mod tests {
         assert_eq!(with("nonce", r#""a b""#), Err(MessageError::BadNonce));
         assert_eq!(with("cc", r#"[1]"#), Err(MessageError::BadCc));
         assert_eq!(with("cc", r#""a@b.c""#), Err(MessageError::BadCc));
+        assert_eq!(with("cc", r#"["not an id"]"#), Err(MessageError::BadCc));
+        assert_eq!(with("cc", r#"["a@b.c", "x@"]"#), Err(MessageError::BadCc));
         assert!(matches!(with("signature", r#"{"key_id": "x"}"#), Err(MessageError::BadEnvelope(_))));
         assert!(matches!(with("signature", r#""sig""#), Err(MessageError::BadEnvelope(_))));
         assert_eq!(Message::parse(b"[1,2]"), Err(MessageError::NotAnObject));

@@ -99,7 +99,9 @@ impl DbError {
 }
 
 /// The core's message types (docs/design.md §1): the relay hands these to the store.
-pub use atp_wasm::relay::store::{InboxRow, MessageInfo, MessageStatus as Status, NewMessage, QueueCounts, Stored};
+pub use atp_wasm::relay::store::{
+    InboxRow, MessageInfo, MessageStatus as Status, NewMessage, QueueCounts, Stored, Usage,
+};
 
 impl From<DbError> for StoreError {
     /// What the relay tells the client (docs/protocol.md §6.4).
@@ -326,6 +328,20 @@ impl Store {
         .await
     }
 
+    /// What an agent's inbox holds (kept by [`writer::store_message`] in `inbox_usage`).
+    pub async fn usage(&self, agent: &str) -> Result<Usage, DbError> {
+        let agent = agent.to_owned();
+        self.read(move |c| {
+            let row: Option<(i64, i64)> = c
+                .prepare_cached("SELECT messages, bytes FROM inbox_usage WHERE agent_id = ?1")?
+                .query_row([agent], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let (messages, bytes) = row.unwrap_or_default();
+            Ok(Usage { messages: messages.max(0) as u64, bytes: bytes.max(0) as u64 })
+        })
+        .await
+    }
+
     /// The newest message with this nonce.
     pub async fn inspect(&self, nonce: &str) -> Result<Option<MessageInfo>, DbError> {
         let nonce = nonce.to_owned();
@@ -411,6 +427,9 @@ impl MessageStore for Store {
     }
     async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
         Ok(self.counts().await?.0)
+    }
+    async fn usage(&self, agent: &str) -> Result<Usage, StoreError> {
+        Ok(Store::usage(self, agent).await?)
     }
 }
 

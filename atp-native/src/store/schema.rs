@@ -52,6 +52,16 @@ ALTER TABLE messages ADD COLUMN dest_domain TEXT;
 UPDATE messages SET dest_domain = lower(substr(to_id, instr(to_id, '@') + 1)) WHERE status <> 'delivered';
 CREATE INDEX messages_dest ON messages(dest_domain, status);
 "#,
+    r#"
+-- Per-agent inbox use, kept in the transaction that stores a message (the quota, docs/design.md §5b).
+CREATE TABLE inbox_usage(
+    agent_id TEXT PRIMARY KEY,
+    messages INTEGER NOT NULL,
+    bytes    INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO inbox_usage
+    SELECT to_id, COUNT(*), SUM(length(CAST(message_json AS BLOB))) FROM messages WHERE status = 'delivered' GROUP BY to_id;
+"#,
 ];
 
 /// Opens a connection with the server's settings.
@@ -60,7 +70,28 @@ pub fn connect(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    owner_only(path);
     Ok(conn)
+}
+
+/// Makes the database and its `-wal` / `-shm` files readable by the owner only (0600): they hold
+/// password hashes and every message (docs/design.md §5b).
+fn owner_only(db: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut name = db.as_os_str().to_owned();
+        for suffix in ["", "-wal", "-shm"] {
+            name.push(suffix);
+            let p = Path::new(&name);
+            if let Ok(meta) = std::fs::metadata(p) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+                }
+            }
+            name = db.as_os_str().to_owned();
+        }
+    }
 }
 
 /// Applies the migrations not yet applied; returns the resulting schema version.
@@ -78,6 +109,22 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn database_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let conn = connect(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        drop(connect(&path).unwrap());
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.path().join(format!("x.db{suffix}"));
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+    }
 
     #[test]
     fn migrations_apply_once_and_settings_hold() {

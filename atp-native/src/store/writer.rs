@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::queue::{self, QueueOp, QueueResult};
-use super::{DbError, Fault, NewMessage, Stored};
+use super::{DbError, Fault, NewMessage, Status, Stored};
 
 /// Most write requests committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -61,7 +61,15 @@ pub fn store_message(tx: &Connection, m: &NewMessage) -> rusqlite::Result<Stored
                  CASE WHEN ?6 = 'queued' THEN lower(substr(?4, instr(?4, '@') + 1)) END)",
     )?
     .execute(params![m.nonce, m.sender_domain, m.from_id, m.to_id, m.json, m.status.as_str(), m.now])?;
-    Ok(Stored::New(tx.last_insert_rowid()))
+    let id = tx.last_insert_rowid();
+    if m.status == Status::Delivered {
+        tx.prepare_cached(
+            "INSERT INTO inbox_usage(agent_id, messages, bytes) VALUES (?1, 1, ?2)
+             ON CONFLICT(agent_id) DO UPDATE SET messages = messages + 1, bytes = bytes + ?2",
+        )?
+        .execute(params![m.to_id, m.json.len() as i64])?;
+    }
+    Ok(Stored::New(id))
 }
 
 /// Runs `f` in a savepoint of `tx`: its changes are kept only if it succeeds.
@@ -280,7 +288,6 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Status;
 
     fn msg(nonce: &str) -> crate::store::NewMessage {
         crate::store::NewMessage {

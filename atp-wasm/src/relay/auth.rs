@@ -35,9 +35,12 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Rel
             stats.credential_pass.inc();
             return Ok(id);
         }
+        // Not cached: an argon2 run, unless this address has failed too often (limits.rs).
+        self.state.logins.check(req.source_ip, &key, now)?;
         let hash = self.store.agent_hash(&key).await?;
         if !self.hasher.verify(&password, hash.as_deref()).await {
             stats.credential_fail.inc();
+            self.state.logins.failed(req.source_ip, &key, self.clock.now());
             return Err(fail("Credential verification failed"));
         }
         cache.remember(tag, now);

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::env::{ContentHash, DedupStore, StoreError};
 use crate::relay::store::{
-    within_page, AgentStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored,
+    within_page, AgentStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored, Usage,
 };
 
 #[derive(Debug, Default)]
@@ -115,6 +115,19 @@ impl MessageStore for MemoryStore {
                 updated_at: m.now,
                 ..MessageInfo::default()
             })
+        })
+    }
+
+    async fn usage(&self, agent: &str) -> Result<Usage, StoreError> {
+        self.with(|i| {
+            let mut u = Usage::default();
+            for (m, s) in i.messages.values() {
+                if m.to_id == agent && s == MessageStatus::Delivered.as_str() {
+                    u.messages += 1;
+                    u.bytes += m.json.len() as u64;
+                }
+            }
+            u
         })
     }
 

@@ -76,6 +76,10 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Rel
             return Err(Rejection::new(ErrorCode::UnknownRecipient, "Unknown recipient")
                 .with("details", format!("no agent {} on this server", accepted.recipient)));
         }
+        let json = accepted.message.to_json();
+        if local {
+            self.check_quota(&accepted.recipient.to_string(), json.len()).await?;
+        }
         let stored = self
             .store
             .store_message(NewMessage {
@@ -83,7 +87,7 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Rel
                 sender_domain: accepted.sender.domain().to_owned(),
                 from_id: accepted.sender.to_string(),
                 to_id: accepted.recipient.to_string(),
-                json: accepted.message.to_json(),
+                json,
                 status: if local { MessageStatus::Delivered } else { MessageStatus::Queued },
                 content_hash: accepted.content_hash,
                 now,
@@ -109,6 +113,24 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Rel
             Stored::Replay => Err(Rejection::new(ErrorCode::Replay, "Replay detected")
                 .with("details", "nonce already used for a different message")),
         }
+    }
+
+    /// Refuses a message of `size` bytes that would take `agent`'s inbox past its quota: a
+    /// temporary "mailbox full", so the sender retries later (docs/design.md §5b). Concurrent
+    /// submissions may pass it together by a few messages; the quota bounds, it does not meter.
+    async fn check_quota(&self, agent: &str, size: usize) -> Result<(), Rejection> {
+        let q = self.cfg.quota;
+        let u = self.store.usage(agent).await?;
+        if u.messages.saturating_add(1) > q.max_messages || u.bytes.saturating_add(size as u64) > q.max_bytes {
+            return Err(Rejection::new(ErrorCode::MailboxFull, "Mailbox full, retry later").with(
+                "details",
+                format!(
+                    "{agent} holds {} messages / {} bytes (quota {} / {})",
+                    u.messages, u.bytes, q.max_messages, q.max_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The security counters of `stats` for a refused message (one rule for every home).

@@ -11,6 +11,7 @@
 //! | [`request`] | [`ApiRequest`], query parsing, [`Handled`] |
 //! | [`auth`] | Basic credentials, the admin token, the registration policy |
 //! | [`credentials`] | argon2id, the verified-credential cache, constant-time comparison |
+//! | [`limits`] | failed logins rate-limited per address and per (address, agent) |
 //! | [`store`] | the storage traits |
 //! | [`stats`] | counters, `/stats` JSON, Prometheus text |
 //! | [`message`] | `POST message`: submissions and transfers |
@@ -23,6 +24,7 @@ pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod credentials;
+pub mod limits;
 pub mod memory;
 pub mod message;
 pub mod request;
@@ -98,6 +100,26 @@ pub struct RelayConfig {
     pub admin_token: Option<String>,
     pub registration: Registration,
     pub pages: PageLimits,
+    pub quota: Quota,
+}
+
+/// Per-agent inbox quota (docs/design.md §5b): a message that would pass it is refused with a
+/// temporary "mailbox full" (`507`, `452 4.2.2`), so the sender's server retries later; nothing
+/// accepted is ever dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Most messages in one inbox.
+    pub max_messages: u64,
+    /// Most bytes of message JSON in one inbox.
+    pub max_bytes: u64,
+}
+
+impl Default for Quota {
+    /// 100,000 messages and 1 GiB: far above what an agent reads, low enough that one agent
+    /// cannot fill the disk.
+    fn default() -> Self {
+        Quota { max_messages: 100_000, max_bytes: 1 << 30 }
+    }
 }
 
 impl RelayConfig {
@@ -108,20 +130,23 @@ impl RelayConfig {
             admin_token: None,
             registration: Registration::Open,
             pages: PageLimits::default(),
+            quota: Quota::default(),
         }
     }
 }
 
-/// What the relay keeps in memory between requests: counters and verified credentials.
+/// What the relay keeps in memory between requests: counters, verified credentials, failed
+/// logins.
 #[derive(Debug, Default)]
 pub struct RelayState {
     pub stats: Stats,
     pub credentials: CredentialCache,
+    pub logins: limits::LoginLimiter,
 }
 
 impl RelayState {
     pub fn new(now: i64) -> Self {
-        RelayState { stats: Stats::new(now), credentials: CredentialCache::default() }
+        RelayState { stats: Stats::new(now), ..RelayState::default() }
     }
 }
 

@@ -91,6 +91,14 @@ impl QueueCounts {
     }
 }
 
+/// What an inbox holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub messages: u64,
+    /// Bytes of message JSON.
+    pub bytes: u64,
+}
+
 /// Agents and their password hashes (docs/protocol.md §7).
 #[allow(async_fn_in_trait)]
 pub trait AgentStore {
@@ -126,6 +134,8 @@ pub trait MessageStore: DedupStore {
     async fn message_info(&self, nonce: &str) -> Result<Option<MessageInfo>, StoreError>;
     /// Rows per status, for `stats` and `metrics`.
     async fn queue_counts(&self) -> Result<QueueCounts, StoreError>;
+    /// What an agent's inbox holds now, for its quota ([`crate::relay::Quota`]).
+    async fn usage(&self, agent: &str) -> Result<Usage, StoreError>;
     /// Facts of the home for `stats` besides the common ones (e.g. a DNS cache's hit counts).
     fn extra_stats(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()

@@ -137,3 +137,43 @@ fn queued_messages_wake_delivery_and_storage_failures_are_temporary() {
     let (s, v) = w.call("POST", "/message", Some(&basic("bob@a.test", "pw")), msg("bob@a.test", "bob@a.test", "n9"));
     assert_eq!((s, v["storage"].as_str(), v["error_code"].as_str()), (507, Some("full"), Some("451 4.3.0")));
 }
+
+#[test]
+fn quotas_and_failed_login_limits() {
+    let mut w = World::new();
+    w.cfg.quota = Quota { max_messages: 2, max_bytes: 1 << 20 };
+    w.call("POST", "/register", None, json!({"agent_id": "bob", "password": "pw"}));
+    let auth = basic("bob@a.test", "pw");
+    for n in ["q1", "q2"] {
+        assert_eq!(w.call("POST", "/message", Some(&auth), msg("bob@a.test", "bob@a.test", n)).0, 202);
+    }
+    let (s, v) = w.call("POST", "/message", Some(&auth), msg("bob@a.test", "bob@a.test", "q3"));
+    assert_eq!((s, v["error_code"].as_str()), (507, Some("452 4.2.2")), "mailbox full is temporary");
+    assert_eq!(w.call("GET", "/messages", Some(&auth), Value::Null).1["count"], 2, "nothing accepted was dropped");
+
+    // Failed logins from one address: 429 with Retry-After, before any argon2 run; the agent's
+    // cached credential keeps working from that address.
+    let relay = Relay {
+        cfg: &w.cfg,
+        state: &w.state,
+        store: &w.store,
+        resolver: &w.resolver,
+        hasher: &w.hasher,
+        clock: &w.clock,
+    };
+    let from = |pw: &str| ApiRequest {
+        method: "GET".into(),
+        path: api::WHOAMI.full_path(),
+        headers: vec![("authorization".into(), basic("bob@a.test", pw))],
+        source_ip: Some("192.0.2.7".parse().unwrap()),
+        ..ApiRequest::default()
+    };
+    let limit = w.state.logins.limits.per_address_agent;
+    for _ in 0..limit {
+        assert_eq!(block_on(relay.handle(&from("guess"))).response.status, 401);
+    }
+    let h = block_on(relay.handle(&from("guess")));
+    assert_eq!((h.response.status, h.code), (429, Some(crate::ErrorCode::TooManyRequests)));
+    assert!(h.headers.iter().any(|(n, _)| n == "retry-after"));
+    assert_eq!(block_on(relay.handle(&from("pw"))).response.status, 200, "a cached credential is never limited");
+}
