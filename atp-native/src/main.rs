@@ -8,6 +8,7 @@
 //! | [`tls`] | TLS 1.3 with ALPN, the self-signed certificate |
 //! | [`resolver`] | DNS for the core: overrides (`peers.toml`, `dns_override.toml`), registry, DNS |
 //! | [`dns`] | real DNS through hickory, cached |
+//! | [`http`] | HTTP clients (reqwest, rustls): the core's transport, certificate trust, pinning |
 //! | [`registry`] | the per-user registry of running local servers (zero-config discovery) |
 //! | [`delivery`] | the outbound queue: signing, discovery, transfer, retries, bounces |
 //! | [`store`] | SQLite: schema, migrations, group-commit writer |
@@ -37,6 +38,7 @@ mod delivery;
 mod dns;
 mod error;
 mod home;
+mod http;
 mod metrics;
 mod registry;
 mod resolver;

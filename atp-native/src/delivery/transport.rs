@@ -5,30 +5,33 @@
 //! Host names are resolved through the server's own resolver (overrides, local registry, DNS), so
 //! a peer found in a test zone or a `peers.toml` is reached without the system resolver.
 //! Certificates are verified against the Web PKI roots (plus `--peer-ca`), except for local peers
-//! and with `--no-verify-peers` (docs/design.md §3).
+//! and with `--no-verify-peers` (docs/design.md §3). The clients come from [`crate::http`], like
+//! the command line's.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use atp_wasm::env::Resolver;
 use atp_wasm::records::svcb::Endpoint;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+use crate::http::{HttpSetupError, NativeHttp, PeerTransports};
 use crate::resolver::ServerResolver;
-
-/// How long one transfer may take, connection included.
-const TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("peer CA {path}: {message}")]
     PeerCa { path: std::path::PathBuf, message: String },
-    #[error("HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Http(HttpSetupError),
+}
+
+impl From<HttpSetupError> for TransportError {
+    fn from(e: HttpSetupError) -> Self {
+        match e {
+            HttpSetupError::CaFile { path, reason } => TransportError::PeerCa { path, message: reason },
+            other => TransportError::Http(other),
+        }
+    }
 }
 
 /// What the receiving server answered.
@@ -40,60 +43,27 @@ pub struct Answer {
     pub error_code: Option<String>,
 }
 
-/// Host name resolution for reqwest through [`ServerResolver`].
-struct ViaServerResolver(Arc<ServerResolver>);
-
-impl Resolve for ViaServerResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let r = self.0.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let ips = r.ip_addrs(&host).await?;
-            if ips.is_empty() {
-                return Err(format!("{host}: no A/AAAA records").into());
-            }
-            let addrs: Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
-            Ok(addrs)
-        })
-    }
-}
-
-/// Two clients: one verifying certificates, one not (local peers, `--no-verify-peers`).
+/// Two clients ([`PeerTransports`], built by [`crate::http`]): one verifying certificates, one not
+/// (local peers, `--no-verify-peers`); both resolve host names through the server's resolver.
 pub struct Transport {
-    verified: reqwest::Client,
-    unverified: reqwest::Client,
+    peers: PeerTransports,
 }
 
 impl Transport {
     pub fn new(resolver: Arc<ServerResolver>, peer_ca: Option<&Path>) -> Result<Self, TransportError> {
-        let builder = || {
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .min_tls_version(reqwest::tls::Version::TLS_1_3)
-                .dns_resolver(Arc::new(ViaServerResolver(resolver.clone())))
-                .timeout(TIMEOUT)
-                .connect_timeout(CONNECT_TIMEOUT)
-                .pool_idle_timeout(Duration::from_secs(60))
-                .http2_adaptive_window(true)
-                .user_agent(concat!("atp/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
-        };
-        let mut verified = builder();
-        if let Some(path) = peer_ca {
-            let err = |message: String| TransportError::PeerCa { path: path.to_owned(), message };
-            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))? {
-                verified = verified.add_root_certificate(cert);
-            }
-        }
-        Ok(Transport { verified: verified.build()?, unverified: builder().danger_accept_invalid_certs(true).build()? })
+        Ok(Transport { peers: PeerTransports::new(resolver, peer_ca)? })
+    }
+
+    /// The core's HTTP transport that verifies peer certificates (`verify`) or does not.
+    pub fn http(&self, verify: bool) -> &NativeHttp {
+        self.peers.get(verify)
     }
 
     /// Posts one signed message. `Err` is a failure before any HTTP answer (connect, TLS, timeout).
     pub async fn post(&self, ep: &Endpoint, body: String, verify: bool) -> Result<Answer, String> {
         let host = if ep.host.contains(':') { format!("[{}]", ep.host) } else { ep.host.clone() };
         let url = format!("https://{host}:{}/.well-known/atp/v1/message", ep.port);
-        let client = if verify { &self.verified } else { &self.unverified };
+        let client = self.http(verify).reqwest();
         let resp = client
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/atp+json")
