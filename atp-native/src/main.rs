@@ -17,7 +17,7 @@
 //! | [`error`] | the one place where a rejection becomes an HTTP response |
 //! | [`metrics`] | counters for `/stats` and Prometheus `/metrics` |
 //! | [`server`] | start-up, serving, graceful shutdown |
-//! | [`client`] | the client side: `--server` parsing, HTTP with TLS verification, name completion |
+//! | [`client`] | the command line on the core's client: locating `--server`, the certificate prompt |
 //! | [`commands`] | the client commands: `agent`, `send`, `recv`, `keys`, `status`, `inspect`, `dns` |
 
 /// Prints a line to stderr like `eprintln!`, but never panics: a full disk or a closed stderr
