@@ -8,6 +8,7 @@
 //! | [`tls`] | TLS 1.3 with ALPN, the self-signed certificate |
 //! | [`resolver`] | DNS for the core: overrides (`peers.toml`, `dns_override.toml`), registry, DNS |
 //! | [`dns`] | real DNS through hickory, cached |
+//! | [`http`] | HTTP clients (reqwest, rustls): the core's transport, certificate trust, pinning |
 //! | [`registry`] | the per-user registry of running local servers (zero-config discovery) |
 //! | [`delivery`] | the outbound queue: signing, discovery, transfer, retries, bounces |
 //! | [`store`] | SQLite: schema, migrations, group-commit writer |
@@ -16,7 +17,7 @@
 //! | [`error`] | the one place where a rejection becomes an HTTP response |
 //! | [`metrics`] | counters for `/stats` and Prometheus `/metrics` |
 //! | [`server`] | start-up, serving, graceful shutdown |
-//! | [`client`] | the client side: `--server` parsing, HTTP with TLS verification, name completion |
+//! | [`client`] | the command line on the core's client: locating `--server`, the certificate prompt |
 //! | [`commands`] | the client commands: `agent`, `send`, `recv`, `keys`, `status`, `inspect`, `dns` |
 
 /// Prints a line to stderr like `eprintln!`, but never panics: a full disk or a closed stderr
@@ -37,6 +38,7 @@ mod dns;
 mod error;
 mod hasher;
 mod home;
+mod http;
 mod metrics;
 mod registry;
 mod resolver;

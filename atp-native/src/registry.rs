@@ -6,8 +6,10 @@
 //! would share one database, docs/protocol.md §8.6, and it has no discovery without DNS or override
 //! files). atp keeps state per domain, and every server publishes what DNS would say about its
 //! domain in `<home>/registry/<domain>.json`: its loopback endpoint (SVCB `_atp`), its ATS policy
-//! (loopback addresses only) and its ATK record. Resolution consults the registry after the
-//! explicit overrides and before DNS ([`crate::resolver::ServerResolver`]).
+//! (loopback addresses only) and its ATK record, with the SHA-256 of its TLS certificate, which the
+//! command line pins when `--server` names the domain ([`crate::client::locate`]). Resolution
+//! consults the registry after the explicit overrides and before DNS
+//! ([`crate::resolver::ServerResolver`]).
 //!
 //! Safety rails: only loopback endpoints are published or believed, an entry whose process is gone
 //! is not used for answers, and the directory is the user's own. The entry of a stopped server
@@ -38,6 +40,11 @@ pub struct Entry {
     pub ats: String,
     /// ATK record text per selector.
     pub atk: BTreeMap<String, String>,
+    /// SHA-256 of the DER of the server's TLS certificate (64 hex digits): clients that find the
+    /// server here (`atp --server <domain>`) pin it instead of verifying a self-signed certificate
+    /// against roots it cannot chain to. Absent in entries of older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
 }
 
 impl Entry {
@@ -59,6 +66,7 @@ impl Entry {
             pid: std::process::id(),
             ats: "v=atp1 allow=ip:127.0.0.1 allow=ip:::1 deny=all".into(),
             atk,
+            cert_sha256: None,
         })
     }
 }
@@ -165,5 +173,14 @@ mod tests {
         assert!(Entry::for_listener("x.test", "192.0.2.1:7443".parse().unwrap(), atk).is_none());
 
         assert!(reg.known("dead.local") && reg.known("alice.local") && !reg.known("bob.local"));
+
+        // the certificate's fingerprint is kept; entries without one (older servers) still read
+        let mut pinned = e.clone();
+        pinned.domain = "pinned.local".into();
+        pinned.cert_sha256 = Some("ab".repeat(32));
+        reg.publish(&pinned).unwrap();
+        assert_eq!(reg.get("pinned.local").unwrap().cert_sha256, pinned.cert_sha256);
+        let text = std::fs::read_to_string(dir.path().join("registry/alice.local.json")).unwrap();
+        assert!(!text.contains("cert_sha256"), "{text}");
     }
 }

@@ -104,19 +104,34 @@ fn registry_name(name: &str) -> Option<RegistryName<'_>> {
 impl ServerResolver {
     /// The resolver for a configuration (must be called inside a tokio runtime).
     pub fn from_settings(s: &crate::config::Settings) -> Result<Self, ResolverSetupError> {
-        let overrides = if s.local_mode {
-            Some(load_overrides(s.peers_file.as_deref(), s.dns_override_file.as_deref())?)
-        } else {
-            None
-        };
+        let overrides = s.local_mode.then_some((s.peers_file.as_deref(), s.dns_override_file.as_deref()));
+        Self::new(overrides, s.local_registry.then(|| s.home.registry_dir()), s.dns_server)
+    }
+
+    /// The resolver a client of the servers of `home` uses to find them (`atp --server <domain>`):
+    /// what the servers of that home would use, from its `config.toml` (`local_mode` with
+    /// `peers_file` / `dns_override_file`, `[delivery] local_registry` and `dns_server`).
+    pub fn for_home(home: &crate::home::Home, file: &crate::config::FileConfig) -> Result<Self, ResolverSetupError> {
+        let overrides = file.local_mode.then_some((file.peers_file.as_deref(), file.dns_override_file.as_deref()));
+        let registry = file.delivery.local_registry.unwrap_or(true).then(|| home.registry_dir());
+        Self::new(overrides, registry, file.delivery.dns_server)
+    }
+
+    /// Overrides from the two files (when given), the registry in `registry_dir` (when given), and
+    /// DNS through `dns_server` or the system's configuration. Must be called inside a tokio runtime.
+    pub fn new(
+        overrides: Option<(Option<&Path>, Option<&Path>)>,
+        registry_dir: Option<PathBuf>,
+        dns_server: Option<std::net::SocketAddr>,
+    ) -> Result<Self, ResolverSetupError> {
         Ok(ServerResolver {
-            overrides,
-            registry: s.local_registry.then(|| Registry::new(s.home.registry_dir())),
-            dns: match DnsResolver::new(s.dns_server) {
+            overrides: overrides.map(|(peers, dns)| load_overrides(peers, dns)).transpose()?,
+            registry: registry_dir.map(Registry::new),
+            dns: match DnsResolver::new(dns_server) {
                 Ok(d) => Some(d),
                 // No usable system configuration (e.g. a container without /etc/resolv.conf): the
                 // server still runs, with the overrides and the local registry only.
-                Err(e) if s.dns_server.is_none() => {
+                Err(e) if dns_server.is_none() => {
                     tracing::warn!(error = %e, "no system DNS configuration: only local discovery works");
                     None
                 }

@@ -114,7 +114,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
                 _ => {
                     let (c, k, created) = tls::self_signed(home, &s.domain)?;
                     say!(
-                        "Using a self-signed certificate for {} ({}{}); clients must skip verification (--no-verify)",
+                        "Using a self-signed certificate for {} ({}{}); clients on this machine pin it through the local registry, others need --ca-cert or --no-verify",
                         s.domain,
                         c.display(),
                         if created { ", just generated" } else { "" }
@@ -145,7 +145,17 @@ fn publish(s: &Settings, local: SocketAddr, key: &atp_wasm::keys::DomainKey) {
     }
     let atk =
         [(s.key_selector.clone(), atp_wasm::records::atk::AtkRecord::new(*key.public_key().as_bytes()).to_string())];
-    let Some(entry) = Entry::for_listener(&s.domain, local, atk.into_iter().collect()) else { return };
+    let Some(mut entry) = Entry::for_listener(&s.domain, local, atk.into_iter().collect()) else { return };
+    // The certificate's SHA-256, which clients of this machine pin (the self-signed one is made here
+    // on a first start, and reused by the TLS set-up below).
+    let cert = match &s.tls {
+        TlsMode::Files { cert, .. } => Ok(cert.clone()),
+        _ => tls::self_signed(&s.home, &s.domain).map(|(cert, _, _)| cert).map_err(|e| e.to_string()),
+    };
+    match cert.and_then(|c| crate::http::CertPin::of_pem_file(&c).map_err(|e| e.to_string())) {
+        Ok(pin) => entry.cert_sha256 = Some(pin.to_hex()),
+        Err(e) => tracing::warn!(error = %e, "no certificate fingerprint for the local registry"),
+    }
     if let Err(e) = Registry::new(s.home.registry_dir()).publish(&entry) {
         tracing::warn!(error = %e, "could not publish this server in the local registry");
     }

@@ -1,10 +1,15 @@
-//! The seed README's "Try It: Two Servers Talking", run verbatim: two servers of different domains
-//! started by the same user with nothing but `--domain` and `--port` (so they share `~/.atp`), two
-//! agents registered, a message sent from `agent@alice.local` to `agent@bob.local` and received,
-//! "no DNS needed". It works through the local registry (each server publishes its loopback
-//! endpoint, ATS and ATK in `~/.atp/registry/`) and per-domain state in the shared home.
+//! The seed README's walkthroughs, run verbatim with `HOME` a fresh temporary directory (and
+//! `ATP_HOME` unset):
 //!
-//! The commands use the README's fixed ports 7443 and 7444; `HOME` is a temporary directory.
+//! * "Try It: Two Servers Talking": two servers of different domains started by the same user with
+//!   nothing but `--domain` and `--port` (so they share `~/.atp`), two agents registered, a message
+//!   sent from `agent@alice.local` to `agent@bob.local` and received, "no DNS needed". It works
+//!   through the local registry (each server publishes its loopback endpoint, ATS and ATK in
+//!   `~/.atp/registry/`) and per-domain state in the shared home. Fixed ports 7443 and 7444.
+//! * The quick start: a server for `example.com`, then `--server example.com` with no
+//!   `--no-verify` on a machine whose DNS does not know that server: the command line finds it in
+//!   the local registry and pins the certificate the server published there. A free port replaces
+//!   7443 (the registry tells the client which).
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -125,4 +130,67 @@ fn two_servers_talking_verbatim() {
     // both servers kept their own state in the one home
     assert!(h.join(".atp/data/alice.local.db").is_file() && h.join(".atp/data/bob.local.db").is_file());
     assert!(h.join(".atp/registry/alice.local.json").is_file() && h.join(".atp/registry/bob.local.json").is_file());
+}
+
+/// The README's quick start, verbatim but for the port.
+#[test]
+fn quick_start_verbatim() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let _server = start(h, "example.com", &port, "server.log");
+    wait_for(h, "server.log", "Starting ATP Server");
+
+    let out = run(h, &["agent", "register", "mybot", "--server", "example.com", "-p", "mypassword"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Agent registered: mybot@example.com\n");
+    assert!(out.stderr.is_empty(), "no prompt, no warning");
+
+    let send = [
+        "send",
+        "agent@remote.org",
+        "--from",
+        "mybot",
+        "--password",
+        "mypassword",
+        "--server",
+        "example.com",
+        "--body",
+        "Hello!",
+    ];
+    let out = run(h, &send);
+    assert!(out.status.success());
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sent["status"], "accepted", "{sent}");
+    assert!(sent["nonce"].as_str().unwrap().starts_with("msg-"), "{sent}");
+
+    let out = run(h, &["status", "--server", "example.com"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("ATP Server: example.com\n"), "{text}");
+    assert!(text.contains("Status:       healthy"), "{text}");
+    assert!(
+        text.contains(&format!("Address:      https://127.0.0.1:{port} (example.com, from the local registry)")),
+        "{text}"
+    );
+
+    // The message waits in the queue for remote.org (the server's DNS does not know it either).
+    let entry = h.join(".atp/registry/example.com.json");
+    let published: serde_json::Value = serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+    assert_eq!(published["cert_sha256"].as_str().map(str::len), Some(64), "{published}");
+
+    // The pin is what makes it trusted: another fingerprint is refused, --no-verify still works.
+    let mut wrong = published.clone();
+    wrong["cert_sha256"] = "00".repeat(32).into();
+    std::fs::write(&entry, wrong.to_string()).unwrap();
+    let out = run(h, &["status", "--server", "example.com"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: the TLS certificate of example.com (https://127.0.0.1:")
+            && stderr.contains("not the pinned certificate")
+            && stderr.contains("--no-verify"),
+        "{stderr}"
+    );
+    assert!(run(h, &["status", "--server", "example.com", "--no-verify"]).status.success());
 }

@@ -3,12 +3,15 @@
 //! client of the npm package (`AtpClient`, whose JavaScript glue only performs `fetch`) and is
 //! tested natively with canned responses.
 //!
-//! * Server addresses are read as the CLI reads `--server` ([`ServerUrl::parse`]).
+//! * Server addresses are read as the CLI reads `--server` ([`ServerUrl::parse`]). Requests go to
+//!   that address, or to the endpoint discovery found for it ([`Client::with_endpoint`]).
 //! * Short agent names (no `@`) are completed with the server's domain, learnt once from
 //!   `GET health` (the reference's CLI and SDK refuse short names, docs/protocol.md §12 item 21); the
 //!   agent's own id must be of that domain, as in atp's CLI.
 //! * `recv` keeps the `after_id` cursor in the client, as the reference SDK does (docs/protocol.md §10):
 //!   the server never deletes anything, so the cursor is what makes a message arrive once.
+//! * The admin routes (`agents`, `stats`, `inspect`, and `register` on servers that require it) carry
+//!   the admin bearer token ([`Client::with_admin_token`], docs/protocol.md §6 "Admin auth").
 //! * Every failure is one [`ClientError`]: the HTTP status and the server's `error_code` when the
 //!   server answered, a [`ErrorKind`] otherwise.
 
@@ -115,6 +118,22 @@ impl ClientError {
     }
 }
 
+/// A server address that is not one of the forms [`ServerUrl::parse`] accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid server address '{}': {reason}", clip(.input))]
+pub struct AddressError {
+    /// The address as given.
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl From<AddressError> for ClientError {
+    fn from(e: AddressError) -> Self {
+        ClientError::invalid(e.to_string())
+    }
+}
+
 /// A server address, read exactly as the CLI (`atp --server`, atp-native) reads it: `host`,
 /// `host:port`, `https://host[:port][/]`, `http://host[:port][/]`, where host is a DNS name, an IPv4
 /// address or a bracketed IPv6 address (`[::1]:7443`); `example.com` → `https://example.com:7443`.
@@ -127,11 +146,18 @@ pub struct ServerUrl {
     /// Lowercase host name or IP address (IPv6 without brackets).
     pub host: String,
     pub port: u16,
+    /// The address named the port (`false`: the default port was filled in).
+    pub explicit_port: bool,
 }
 
 impl ServerUrl {
-    pub fn parse(server: &str) -> Result<Self, ClientError> {
-        let bad = |why: &str| ClientError::invalid(format!("invalid server address '{}': {why}", clip(server)));
+    /// `https://host:port`: an endpoint that discovery found.
+    pub fn https(host: &str, port: u16) -> Self {
+        ServerUrl { tls: true, host: host.to_owned(), port, explicit_port: true }
+    }
+
+    pub fn parse(server: &str) -> Result<Self, AddressError> {
+        let bad = |why: &str| AddressError { input: server.to_owned(), reason: why.to_owned() };
         let s = server.trim();
         let lower = s.to_ascii_lowercase();
         let (tls, rest) = if lower.starts_with("https://") {
@@ -175,6 +201,7 @@ impl ServerUrl {
             };
             (host, port)
         };
+        let explicit_port = port.is_some();
         let port = match port {
             None => DEFAULT_PORT,
             Some(p) => Some(p)
@@ -183,7 +210,13 @@ impl ServerUrl {
                 .filter(|p| *p > 0)
                 .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?,
         };
-        Ok(ServerUrl { tls, host, port })
+        Ok(ServerUrl { tls, host, port, explicit_port })
+    }
+
+    /// True for an `https` address that names a domain and no port (`example.com`): the address a
+    /// domain's server is found for by discovery (docs/protocol.md §5), as servers find their peers.
+    pub fn is_bare_domain(&self) -> bool {
+        self.tls && !self.explicit_port && self.host.parse::<IpAddr>().is_err()
     }
 
     /// `https://host:port` (IPv6 in brackets), without a trailing slash.
@@ -250,8 +283,11 @@ pub struct RecvOptions {
 pub struct Client<T> {
     io: T,
     server: ServerUrl,
+    /// Where requests go: `server`, or the endpoint discovery found for it.
+    endpoint: ServerUrl,
     agent: Option<String>,
     password: Option<String>,
+    admin_token: Option<String>,
     domain: RefCell<Option<String>>,
     cursor: Cell<i64>,
 }
@@ -261,6 +297,7 @@ impl<T> std::fmt::Debug for Client<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("server", &self.server.base())
+            .field("endpoint", &self.endpoint.base())
             .field("agent", &self.agent)
             .field("domain", &self.domain.borrow())
             .field("cursor", &self.cursor.get())
@@ -272,7 +309,16 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
     /// A client of the server at `server` (any `--server` form). `agent` may be a short name; it
     /// is needed by `register`, `send` and `recv`, like `password`.
     pub fn new(io: T, server: &str, agent: Option<&str>, password: Option<&str>) -> Result<Self, ClientError> {
-        let server = ServerUrl::parse(server)?;
+        Self::with_server(io, ServerUrl::parse(server)?, agent, password)
+    }
+
+    /// [`Client::new`] with an address parsed already.
+    pub fn with_server(
+        io: T,
+        server: ServerUrl,
+        agent: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Self, ClientError> {
         let agent = agent.map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned);
         if let Some(a) = &agent {
             // Check the form now; a short name is completed later.
@@ -281,16 +327,43 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
         }
         Ok(Client {
             io,
+            endpoint: server.clone(),
             server,
             agent,
             password: password.map(str::to_owned),
+            admin_token: None,
             domain: RefCell::new(None),
             cursor: Cell::new(0),
         })
     }
 
+    /// Sends the requests to `endpoint` (what discovery found for the server's address) instead of
+    /// the address itself, which stays the server's name ([`Client::server`]).
+    pub fn with_endpoint(mut self, endpoint: ServerUrl) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
+    /// The admin bearer token for [`Client::agents`], [`Client::stats`], [`Client::inspect`] and
+    /// [`Client::register`] on servers that require it (docs/protocol.md §6 "Admin auth").
+    pub fn with_admin_token(mut self, token: Option<String>) -> Self {
+        self.admin_token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// Sets the agent's password (when it is only known after the agent's id, e.g. asked for it).
+    pub fn set_password(&mut self, password: impl Into<String>) {
+        self.password = Some(password.into());
+    }
+
+    /// The server's address as given.
     pub fn server(&self) -> &ServerUrl {
         &self.server
+    }
+
+    /// Where the requests go.
+    pub fn endpoint(&self) -> &ServerUrl {
+        &self.endpoint
     }
 
     pub fn io(&self) -> &T {
@@ -331,7 +404,7 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
 
     /// `GET health` → `{"status":"healthy","domain":…,"version":…}`; remembers the domain.
     pub async fn health(&self) -> Result<Value, ClientError> {
-        let v = self.call_json(HttpRequest::get(self.server.route("health"))).await?;
+        let v = self.call_json(HttpRequest::get(self.endpoint.route("health"))).await?;
         if let Some(d) = v.get("domain").and_then(Value::as_str) {
             if let Some(d) = crate::records::normalize_hostname(d) {
                 *self.domain.borrow_mut() = Some(d);
@@ -340,9 +413,30 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
         Ok(v)
     }
 
+    /// `GET <route>` with the admin token: `agents`, `stats`, `inspect?nonce=…` (docs/protocol.md §6).
+    async fn admin_get(&self, route: &str) -> Result<Value, ClientError> {
+        let token = self.admin_token.as_deref().ok_or_else(|| ClientError::invalid("no admin token given"))?;
+        self.call_json(HttpRequest::get(self.endpoint.route(route)).bearer_auth(token)).await
+    }
+
+    /// `GET agents` (admin) → `{"agents":[…]}`.
+    pub async fn agents(&self) -> Result<Value, ClientError> {
+        self.admin_get("agents").await
+    }
+
+    /// `GET stats` (admin): the server's counters.
+    pub async fn stats(&self) -> Result<Value, ClientError> {
+        self.admin_get("stats").await
+    }
+
+    /// `GET inspect?nonce=…` (admin): where a message is in the delivery queue.
+    pub async fn inspect(&self, nonce: &str) -> Result<Value, ClientError> {
+        self.admin_get(&format!("inspect?nonce={}", query_escape(nonce))).await
+    }
+
     /// `GET capabilities` (docs/protocol.md §6).
     pub async fn capabilities(&self) -> Result<Value, ClientError> {
-        self.call_json(HttpRequest::get(self.server.route("capabilities"))).await
+        self.call_json(HttpRequest::get(self.endpoint.route("capabilities"))).await
     }
 
     /// The server's domain: known, or learnt from `GET health`.
@@ -390,10 +484,14 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
     }
 
     /// `POST register` `{"agent_id","password"}` → `{"status":"registered","agent_id":…}`. The name
-    /// is sent as given; the server completes a short one with its domain (docs/protocol.md §6).
+    /// is sent as given; the server completes a short one with its domain (docs/protocol.md §6). The
+    /// admin token, when given, goes along (servers started with `--registration token`).
     pub async fn register(&self) -> Result<Value, ClientError> {
         let body = serde_json::json!({"agent_id": self.agent_name()?, "password": self.password()?});
-        let req = HttpRequest::post(self.server.route("register"), "application/json", body.to_string());
+        let mut req = HttpRequest::post(self.endpoint.route("register"), "application/json", body.to_string());
+        if let Some(token) = &self.admin_token {
+            req = req.bearer_auth(token);
+        }
         let v = self.call_json(req).await?;
         if self.known_domain().is_none() {
             if let Some(id) = v.get("agent_id").and_then(Value::as_str).and_then(|s| AgentId::parse(s).ok()) {
@@ -435,7 +533,7 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
     pub async fn send(&self, to: &str, opts: &SendOptions) -> Result<SendReceipt, ClientError> {
         let password = self.password()?.to_owned();
         let msg = self.compose(to, opts).await?;
-        let req = HttpRequest::post(self.server.route("message"), MESSAGE_CONTENT_TYPE, msg.to_json())
+        let req = HttpRequest::post(self.endpoint.route("message"), MESSAGE_CONTENT_TYPE, msg.to_json())
             .basic_auth(&msg.from, &password);
         let v = self.call_json(req).await?;
         let status = v.get("status").and_then(Value::as_str).unwrap_or("accepted").to_owned();
@@ -444,7 +542,7 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
 
     /// The request for one page of the inbox after `after`.
     pub fn inbox_request(&self, agent: &AgentId, password: &str, after: i64, limit: Option<u32>) -> HttpRequest {
-        let mut url = format!("{}?after_id={after}", self.server.route("messages"));
+        let mut url = format!("{}?after_id={after}", self.endpoint.route("messages"));
         if let Some(l) = limit {
             url.push_str(&format!("&limit={l}"));
         }
@@ -496,14 +594,31 @@ pub fn json_body(resp: &HttpResponse) -> Result<Value, ClientError> {
         .map_err(|e| ClientError::protocol(resp.status, format!("the server's answer is not JSON: {e}")))
 }
 
-/// `{"messages":[…],"count":n,"last_id":id}` → the messages as JSON texts and `last_id`.
+/// `{"messages":[…],"count":n,"last_id":id}` → the messages as JSON texts and `last_id`. Messages
+/// without a `last_id` are refused: there would be no way to continue after them.
 pub fn parse_inbox(v: &Value) -> Result<(Vec<String>, Option<i64>), ClientError> {
     let messages = v
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| ClientError::protocol(200, "the inbox answer has no 'messages' list"))?;
     let last_id = v.get("last_id").and_then(Value::as_i64);
+    if !messages.is_empty() && last_id.is_none() {
+        return Err(ClientError::protocol(200, "the inbox answer has messages but no 'last_id'"));
+    }
     Ok((messages.iter().map(Value::to_string).collect(), last_id))
+}
+
+/// `s` for a URL query value: unreserved characters (RFC 3986) as they are, the rest `%XX`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -553,7 +668,7 @@ mod tests {
 
     #[test]
     fn server_addresses_as_the_cli_reads_them() {
-        // The forms and refusals of atp-native's `--server` tests (atp-native/src/client.rs).
+        // The forms and refusals of `atp --server` (atp-native's command line parses it here).
         let p = |s: &str| ServerUrl::parse(s).map(|u| u.base());
         assert_eq!(p("example.com").unwrap(), "https://example.com:7443");
         assert_eq!(p("Example.COM:8443").unwrap(), "https://example.com:8443");
@@ -592,11 +707,21 @@ mod tests {
             "[127.0.0.1]:1",
         ] {
             let e = ServerUrl::parse(bad).unwrap_err();
+            assert_eq!(e.input, bad);
+            let e = ClientError::from(e);
             assert_eq!(e.kind, ErrorKind::Invalid, "{bad:?}");
             assert!(e.message.starts_with("invalid server address"), "{bad:?}: {}", e.message);
         }
+        assert_eq!(ServerUrl::parse("::1").unwrap_err().reason, "IPv6 addresses need brackets, e.g. [::1]:7443");
         let u = ServerUrl::parse("a.test").unwrap();
         assert_eq!(u.route("message"), "https://a.test:7443/.well-known/atp/v1/message");
+        // Only a domain without a port (over https) is left to discovery.
+        let bare = |s: &str| ServerUrl::parse(s).unwrap().is_bare_domain();
+        assert!(bare("example.com") && bare("https://Example.com/") && bare("localhost"));
+        for not in ["example.com:7443", "http://example.com", "127.0.0.1", "[::1]", "https://example.com:1"] {
+            assert!(!bare(not), "{not}");
+        }
+        assert_eq!(ServerUrl::https("::1", 9).base(), "https://[::1]:9");
     }
 
     #[test]
@@ -768,5 +893,46 @@ mod tests {
         assert_eq!(c.io().requests.borrow().len(), 4);
         let bad = client(vec![health(), Ok(HttpResponse::json(200, r#"{"count":0}"#))]);
         assert_eq!(block_on(bad.recv(&RecvOptions::default())).unwrap_err().kind, ErrorKind::Protocol);
+        // Messages without a last_id: no way to continue after them.
+        let v: Value = serde_json::from_str(r#"{"messages":[{"n":1}],"count":1}"#).unwrap();
+        assert_eq!(parse_inbox(&v).unwrap_err().kind, ErrorKind::Protocol);
+        let v: Value = serde_json::from_str(r#"{"messages":[],"count":0}"#).unwrap();
+        assert_eq!(parse_inbox(&v).unwrap(), (vec![], None));
+    }
+
+    #[test]
+    fn admin_calls_carry_the_token_and_requests_go_to_the_endpoint() {
+        let answers = vec![
+            Ok(HttpResponse::json(200, r#"{"agents":["a@alpha.test"]}"#)),
+            Ok(HttpResponse::json(200, r#"{"uptime":1}"#)),
+            Ok(HttpResponse::json(404, r#"{"error":"Message m not found","error_code":"550 5.1.0"}"#)),
+            Ok(HttpResponse::json(201, r#"{"status":"registered","agent_id":"alice@alpha.test"}"#)),
+        ];
+        let c = Client::new(Mock::with(answers), "alpha.test", Some("alice"), Some("pw"))
+            .unwrap()
+            .with_endpoint(ServerUrl::https("127.0.0.1", 17601))
+            .with_admin_token(Some("tok".into()));
+        assert_eq!(c.server().base(), "https://alpha.test:7443");
+        assert_eq!(c.endpoint().base(), "https://127.0.0.1:17601");
+        assert_eq!(block_on(c.agents()).unwrap()["agents"][0], "a@alpha.test");
+        assert_eq!(block_on(c.stats()).unwrap()["uptime"], 1);
+        let e = block_on(c.inspect("m 1/&x")).unwrap_err();
+        assert_eq!((e.status, e.code.as_deref()), (404, Some("550 5.1.0")));
+        block_on(c.register()).unwrap();
+        let reqs = c.io().requests.borrow();
+        let urls: Vec<&str> = reqs.iter().map(|r| r.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://127.0.0.1:17601/.well-known/atp/v1/agents",
+                "https://127.0.0.1:17601/.well-known/atp/v1/stats",
+                "https://127.0.0.1:17601/.well-known/atp/v1/inspect?nonce=m%201%2F%26x",
+                "https://127.0.0.1:17601/.well-known/atp/v1/register",
+            ]
+        );
+        assert!(reqs.iter().all(|r| r.header_value("authorization") == Some("Bearer tok")));
+        let no_token = Client::new(Mock::default(), "alpha.test", None, None).unwrap();
+        assert_eq!(block_on(no_token.stats()).unwrap_err().message, "no admin token given");
+        assert!(no_token.io().requests.borrow().is_empty());
     }
 }

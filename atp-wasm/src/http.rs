@@ -62,6 +62,11 @@ impl HttpRequest {
         self.header("authorization", format!("Basic {token}"))
     }
 
+    /// Adds `authorization: Bearer <token>` (the admin token, docs/protocol.md §6 "Admin auth").
+    pub fn bearer_auth(self, token: &str) -> Self {
+        self.header("authorization", format!("Bearer {token}"))
+    }
+
     /// The value of a header, by lowercase name.
     pub fn header_value(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
@@ -132,5 +137,7 @@ mod tests {
         assert_eq!((g.method, g.header_value("accept"), g.body.len()), (Method::Get, Some("x"), 0));
         assert!(HttpResponse::json(202, "{}").is_success());
         assert!(!HttpResponse::new(404, None, "").is_success());
+        let b = HttpRequest::get("https://a.test/").bearer_auth("tok");
+        assert_eq!(b.header_value("authorization"), Some("Bearer tok"));
     }
 }

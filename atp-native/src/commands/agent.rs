@@ -1,27 +1,21 @@
 //! `atp agent register` and `atp agent list` (docs/protocol.md §6 `POST register`, `GET agents`; §9).
 
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{connect, new_password, print_json, print_line, CmdError};
+use super::{home, new_password, print_json, print_line, CmdError};
 use crate::cli::{AgentListArgs, Output, RegisterArgs};
-use crate::client::Auth;
+use crate::client::Connection;
 
-/// Registers `NAME` (completed with the server's domain) → `Agent registered: name@domain`.
+/// Registers `NAME` (the server completes a short name with its domain) → `Agent registered:
+/// name@domain`.
 pub async fn register(a: RegisterArgs) -> Result<(), CmdError> {
-    let client = connect(&a.server)?;
-    let id = client.complete(&a.name).await?;
-    let password = new_password(a.password)?;
-    let auth = match a.admin_token {
-        Some(t) => Auth::Bearer(t),
-        None => Auth::None,
-    };
-    let body = json!({"agent_id": id.to_string(), "password": password}).to_string();
-    let (_, v) = client.json(Method::POST, "register", &auth, Some(("application/json", body))).await?;
+    let mut conn = Connection::open(&a.server, &home(&a.home), Some(&a.name), a.admin_token).await?;
+    conn.client.set_password(new_password(a.password)?);
+    let v = conn.check(conn.client.register().await)?;
     match a.output {
         Output::Json => print_json(&v),
         Output::Text => {
-            let registered = v.get("agent_id").and_then(Value::as_str).map(str::to_owned).unwrap_or(id.to_string());
+            let registered = v.get("agent_id").and_then(Value::as_str).unwrap_or(a.name.trim());
             print_line(&format!("Agent registered: {registered}"))
         }
     }
@@ -29,8 +23,8 @@ pub async fn register(a: RegisterArgs) -> Result<(), CmdError> {
 
 /// Lists the registered agents (admin): two-space-indented ids, or `No agents registered.`.
 pub async fn list(a: AgentListArgs) -> Result<(), CmdError> {
-    let client = connect(&a.server)?;
-    let v = client.get("agents", &Auth::Bearer(a.admin_token)).await?;
+    let conn = Connection::open(&a.server, &home(&a.home), None, Some(a.admin_token)).await?;
+    let v = conn.check(conn.client.agents().await)?;
     match a.output {
         Output::Json => print_json(&v),
         Output::Text => {

@@ -26,10 +26,11 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use crate::cli::{Command, DnsAction, HomeOpt, KeysAction, Output, ServerOpts};
-use crate::client::{one_line, Client, ClientError, TlsOptions};
+use crate::cli::{Command, DnsAction, HomeOpt, KeysAction, Output};
+use crate::client::ClientError;
 use crate::config::{ConfigError, FileConfig};
 use crate::home::{Home, HomeError};
+use crate::http::one_line;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -161,12 +162,6 @@ pub fn print_line(text: &str) -> Result<(), CmdError> {
 /// The home directory of `--home` / `ATP_HOME` / `~/.atp`.
 pub fn home(opt: &HomeOpt) -> Home {
     Home::resolve(opt.home.clone())
-}
-
-/// A client for `--server`.
-pub fn connect(opts: &ServerOpts) -> Result<Client, CmdError> {
-    let tls = TlsOptions { no_verify: opts.no_verify, ca_cert: opts.ca_cert.clone() };
-    Ok(Client::new(&opts.server, &tls)?)
 }
 
 /// `flag`, else `agent_id` from `config.toml` (docs/protocol.md §8.8).

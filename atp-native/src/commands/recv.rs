@@ -7,20 +7,22 @@
 //! The cursor advances only after the messages were printed.
 //!
 //! `--wait SECS` polls until a message arrives or SECS pass (then prints the empty result and
-//! exits 0); `--follow` prints new messages until interrupted.
+//! exits 0); `--follow` prints new messages until interrupted. The pages are read by the core
+//! client ([`atp_wasm::client::Client::recv`], which keeps the cursor of one run).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use atp_wasm::client::RecvOptions;
 use serde_json::{Map, Value};
 
-use super::{connect, default_agent, home, password, print_json, print_line, CmdError};
+use super::{default_agent, home, password, print_json, print_line, CmdError};
 use crate::cli::{Output, RecvArgs};
-use crate::client::{Auth, ClientError};
+use crate::client::{ClientError, Connection};
 use crate::home::{write_atomic, Home, HomeError};
 
-/// Pause between two polls of `--wait` / `--follow`.
-const POLL: Duration = Duration::from_secs(1);
+/// Milliseconds between two polls of `--wait` / `--follow`.
+const POLL_MS: u32 = 1_000;
 
 /// The cursor file: `{"<server base URL>": {"<agent id>": <last_id>}}`.
 #[derive(Debug, Clone)]
@@ -72,17 +74,6 @@ impl Cursors {
     }
 }
 
-/// One page of the inbox: the messages and the `last_id` to continue after.
-fn page(v: &Value, server: &str) -> Result<(Vec<Value>, Option<i64>), ClientError> {
-    let bad = |reason: &str| ClientError::BadResponse { server: server.to_owned(), status: 200, reason: reason.into() };
-    let messages = v.get("messages").and_then(Value::as_array).ok_or_else(|| bad("no 'messages' list"))?.clone();
-    let last = v.get("last_id").and_then(Value::as_i64);
-    if !messages.is_empty() && last.is_none() {
-        return Err(bad("messages without 'last_id'"));
-    }
-    Ok((messages, last))
-}
-
 /// `[nonce] from -> to: payload` (the reference's text line; the payload as compact JSON).
 pub fn text_line(m: &Value) -> String {
     let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
@@ -93,43 +84,35 @@ pub fn text_line(m: &Value) -> String {
 pub async fn recv(a: RecvArgs) -> Result<(), CmdError> {
     let home = home(&a.home);
     let name = default_agent(&home, a.agent_id.clone(), "--agent-id")?;
-    let client = connect(&a.server)?;
-    let id = client.local_agent(&name, "--agent-id").await?.to_string();
-    let auth = Auth::Basic(id.clone(), password(a.password, &id)?);
+    let mut conn = Connection::open(&a.server, &home, Some(&name), None).await?;
+    let id = conn.local_agent(&name, "--agent-id").await?.to_string();
+    conn.client.set_password(password(a.password, &id)?);
     let cursors = Cursors::new(&home);
-    let server = client.url.base();
-    let mut after = if a.all { 0 } else { cursors.get(&server, &id)? };
-    let deadline = a.wait.map(|s| Instant::now() + Duration::from_secs(s));
+    let server = conn.client.server().base();
+    conn.client.set_cursor(if a.all { 0 } else { cursors.get(&server, &id)? });
+    let wait_ms = a.wait.filter(|_| !a.follow).map(|s| u32::try_from(s.saturating_mul(1000)).unwrap_or(u32::MAX));
+    let opts = RecvOptions { limit: Some(a.limit), after: None, wait_ms, poll_ms: Some(POLL_MS) };
     loop {
-        let v = client.get(&format!("messages?after_id={after}&limit={}", a.limit), &auth).await?;
-        let (messages, last) = page(&v, &server)?;
-        if a.follow {
-            for m in &messages {
-                match a.output {
-                    Output::Json => print_line(&m.to_string())?,
-                    Output::Text => print_line(&text_line(m))?,
-                }
-            }
-        } else if messages.is_empty() && deadline.is_some_and(|d| Instant::now() < d) {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or_default();
-            tokio::time::sleep(POLL.min(left)).await;
-            continue;
-        } else {
-            match a.output {
-                Output::Json => print_json(&Value::Array(messages.clone()))?,
-                Output::Text if messages.is_empty() => print_line("No messages.")?,
-                Output::Text => print_line(&messages.iter().map(text_line).collect::<Vec<_>>().join("\n"))?,
-            }
+        let texts = conn.check(conn.client.recv(&opts).await)?;
+        let messages =
+            texts.iter().map(|t| serde_json::from_str(t)).collect::<Result<Vec<Value>, _>>().map_err(|e| {
+                ClientError::BadResponse { server: conn.label().to_owned(), status: 200, reason: e.to_string() }
+            })?;
+        match (a.follow, a.output) {
+            (true, Output::Json) => texts.iter().try_for_each(|t| print_line(t))?,
+            (true, Output::Text) => messages.iter().try_for_each(|m| print_line(&text_line(m)))?,
+            (false, Output::Json) => print_json(&Value::Array(messages.clone()))?,
+            (false, Output::Text) if messages.is_empty() => print_line("No messages.")?,
+            (false, Output::Text) => print_line(&messages.iter().map(text_line).collect::<Vec<_>>().join("\n"))?,
         }
-        if let Some(last) = last.filter(|_| !messages.is_empty()) {
-            cursors.advance(&server, &id, last)?;
-            after = after.max(last);
+        if !messages.is_empty() {
+            cursors.advance(&server, &id, conn.client.cursor())?;
         }
         if !a.follow {
             return Ok(());
         }
         if messages.len() < a.limit as usize {
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(Duration::from_millis(POLL_MS.into())).await;
         }
     }
 }
@@ -173,13 +156,8 @@ mod tests {
     }
 
     #[test]
-    fn pages_and_text_lines() {
+    fn text_lines() {
         let m = json!({"from": "a@x.test", "to": "b@y.test", "nonce": "msg-1", "payload": {"body": "hi"}});
-        let (msgs, last) = page(&json!({"messages": [m.clone()], "count": 1, "last_id": 7}), "s").unwrap();
-        assert_eq!((msgs.len(), last), (1, Some(7)));
-        assert_eq!(page(&json!({"messages": [], "count": 0}), "s").unwrap(), (vec![], None));
-        assert!(page(&json!({"messages": [m.clone()]}), "s").is_err(), "no way to continue");
-        assert!(page(&json!({}), "s").is_err());
         assert_eq!(text_line(&m), r#"[msg-1] a@x.test -> b@y.test: {"body":"hi"}"#);
     }
 }

@@ -9,9 +9,10 @@
 use atp_wasm::env::{Clock, SystemClock};
 use serde_json::{json, Value};
 
-use super::{connect, print_json, print_line, utc, CmdError};
+use super::{home, print_json, print_line, utc, CmdError};
 use crate::cli::{InspectArgs, Output, StatusArgs};
-use crate::client::Auth;
+use crate::client::locate::Source;
+use crate::client::Connection;
 
 fn num(v: &Value, path: &[&str]) -> String {
     let mut cur = v;
@@ -104,23 +105,26 @@ pub fn status_text(server: &str, health: &Value, caps: &Value, stats: Option<&Va
 }
 
 pub async fn status(a: StatusArgs) -> Result<(), CmdError> {
-    let client = connect(&a.server)?;
-    let health = client.get("health", &Auth::None).await?;
-    let caps = client.get("capabilities", &Auth::None).await?;
-    let stats = match a.admin_token {
-        Some(token) => Some(client.get("stats", &Auth::Bearer(token)).await?),
-        None => None,
+    let with_stats = a.admin_token.is_some();
+    let conn = Connection::open(&a.server, &home(&a.home), None, a.admin_token).await?;
+    let health = conn.check(conn.client.health().await)?;
+    let caps = conn.check(conn.client.capabilities().await)?;
+    let stats = if with_stats { Some(conn.check(conn.client.stats().await)?) } else { None };
+    let server = conn.client.endpoint().base();
+    let source = conn.located.source;
+    let address = match source {
+        Source::Address | Source::DefaultPort => server.clone(),
+        found => format!("{server} ({}, from the {})", conn.client.server().host, found.as_str()),
     };
-    let server = client.url.base();
     match a.output {
         Output::Json => {
-            let mut v = json!({"server": server, "health": health, "capabilities": caps});
+            let mut v = json!({"server": server, "found_by": source.as_str(), "health": health, "capabilities": caps});
             if let Some(st) = &stats {
                 v["stats"] = st.clone();
             }
             print_json(&v)?;
         }
-        Output::Text => print_line(&status_text(&server, &health, &caps, stats.as_ref()))?,
+        Output::Text => print_line(&status_text(&address, &health, &caps, stats.as_ref()))?,
     }
     match health.get("status").and_then(Value::as_str) {
         Some("healthy") => Ok(()),
@@ -162,9 +166,8 @@ pub fn inspect_text(d: &Value, now: i64) -> String {
 }
 
 pub async fn inspect(a: InspectArgs) -> Result<(), CmdError> {
-    let client = connect(&a.server)?;
-    let nonce: String = form_urlencoded::byte_serialize(a.nonce.as_bytes()).collect();
-    let v = client.get(&format!("inspect?nonce={nonce}"), &Auth::Bearer(a.admin_token)).await?;
+    let conn = Connection::open(&a.server, &home(&a.home), None, Some(a.admin_token)).await?;
+    let v = conn.check(conn.client.inspect(&a.nonce).await)?;
     match a.output {
         Output::Json => print_json(&v),
         Output::Text => print_line(&inspect_text(&v, SystemClock.now())),

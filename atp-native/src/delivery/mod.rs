@@ -39,7 +39,7 @@ use tracing::Instrument;
 use crate::routes::AppState;
 use crate::store::queue::{Claimed, QueueOp};
 use crate::store::{NewMessage, Status};
-use transport::{Transport, Via};
+use transport::Transport;
 
 /// Attempts in flight at once, all domains together.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -215,9 +215,9 @@ impl Engine {
     /// verified (docs/design.md §3).
     async fn deliver(&self, row: &Claimed) -> Result<(), Failure> {
         let verify = !self.no_verify && !self.st.resolver.is_local_peer(&row.dest_domain).await;
-        let via = Via { transport: &self.transport, verify };
+        let http = self.transport.http(verify);
         let resolver = &*self.st.resolver;
-        machine::attempt(&row.json, &row.dest_domain, self.signer(), SystemClock.now(), resolver, &via, "https").await
+        machine::attempt(&row.json, &row.dest_domain, self.signer(), SystemClock.now(), resolver, http, "https").await
     }
 
     fn signer(&self) -> Signer<'_> {

@@ -275,7 +275,7 @@ pub fn resolve_atp(
         let endpoints = endpoints
             .into_iter()
             .map(|e| {
-                let url = crate::client::ServerUrl { tls: true, host: e.host.clone(), port: e.port }.base();
+                let url = crate::client::ServerUrl::https(&e.host, e.port).base();
                 JsEndpoint { host: e.host, port: e.port, alpn: e.alpn, url }
             })
             .collect();

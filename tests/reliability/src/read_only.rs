@@ -128,7 +128,10 @@ pub async fn while_running(
         eprintln!("  storage: refusal body: {b}");
         notes.push(format!("read-only while running → {}", b.trim()));
     }
-    if during.unclear_count > 0 || during.timeouts > 0 || !during.uncertain.is_empty() || (during.refused.is_empty() && during.unknown.is_empty())
+    if during.unclear_count > 0
+        || during.timeouts > 0
+        || !during.uncertain.is_empty()
+        || (during.refused.is_empty() && during.unknown.is_empty())
     {
         ok = false;
         notes.push(format!("{msg}: {:?} {:?}", during.unclear, during.failures));
@@ -147,7 +150,10 @@ pub async fn while_running(
     // had been stored.
     let unknown = ledger.unknown.len();
     let left = ledger.retry_unknown(&alpha, Duration::from_secs(30)).await;
-    eprintln!("  storage: {unknown} \"outcome unknown\" answers retried with the same nonce, {} not accepted", left.len());
+    eprintln!(
+        "  storage: {unknown} \"outcome unknown\" answers retried with the same nonce, {} not accepted",
+        left.len()
+    );
     if !left.is_empty() {
         ok = false;
         notes.push(format!("retries of \"outcome unknown\" not accepted: {left:?}"));

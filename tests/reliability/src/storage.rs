@@ -111,8 +111,9 @@ pub async fn run(s: &Storage, launch: &Launch, dir: &Path) -> Result<Row, Error>
     let filled = fill(&home)?;
     eprintln!("  storage: filled {} KiB of the tmpfs; submitting", filled / 1024);
     let full = run_load(&alpha, "st-full", Duration::from_secs(4)).await;
-    let storage_refusals: u64 = full.refused.iter().filter(|(s, _)| [503, 507].contains(s)).map(|(_, n)| n).sum::<u64>()
-        + full.unknown.len() as u64;
+    let storage_refusals: u64 =
+        full.refused.iter().filter(|(s, _)| [503, 507].contains(s)).map(|(_, n)| n).sum::<u64>()
+            + full.unknown.len() as u64;
     let full_msg = format!(
         "disk full: {} accepted, {} refused {:?}, {} outcome unknown, {} without answer, {} unclear",
         full.accepted.len(),
@@ -208,7 +209,10 @@ pub async fn run(s: &Storage, launch: &Launch, dir: &Path) -> Result<Row, Error>
     // with the same nonce and content: each must be accepted now and arrive exactly once.
     let unknown = ledger.unknown.len();
     let left = ledger.retry_unknown(&alpha, Duration::from_secs(30)).await;
-    eprintln!("  storage: {unknown} \"outcome unknown\" answers retried with the same nonce, {} not accepted", left.len());
+    eprintln!(
+        "  storage: {unknown} \"outcome unknown\" answers retried with the same nonce, {} not accepted",
+        left.len()
+    );
     if !left.is_empty() {
         fail(&mut notes, format!("retries of \"outcome unknown\" not accepted: {left:?}"));
     }
