@@ -394,10 +394,11 @@ pub struct StartArgs {
     /// Age after which an undelivered message bounces [default: 345600 = 4 days]. Also `[delivery] max_age`.
     #[arg(long, env = "ATP_MAX_AGE", value_name = "SECS")]
     pub max_age: Option<u64>,
-    /// Serve the browser app (www/) at `/` from --web-dir. Also `[server] web = true`.
+    /// Serve the browser app (www/) at `/`: the copy embedded in the binary at build time, or
+    /// --web-dir. Also `[server] web = true`.
     #[arg(long, env = "ATP_WEB")]
     pub web: bool,
-    /// The built web app [default: www/dist of the source tree atp was built from]. Also
+    /// Serve the web app from this directory (a `www/dist`) instead of the embedded copy. Also
     /// `[server] web_dir`.
     #[arg(long, env = "ATP_WEB_DIR", value_name = "DIR")]
     pub web_dir: Option<PathBuf>,

@@ -50,7 +50,7 @@ pub enum ServerError {
 /// Runs the server until a shutdown signal.
 pub async fn run(s: Settings) -> Result<(), ServerError> {
     let home = &s.home;
-    let web = s.web_dir.as_deref().map(routes::web::WebRoot::open).transpose()?;
+    let web = s.web.as_ref().map(routes::web::WebRoot::open).transpose()?;
     home.ensure()?;
     let (signing_key, created) = home.load_or_create_key(&s.key_selector, SystemClock.now())?;
     if created {
@@ -93,7 +93,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
         signal_handle.graceful_shutdown(Some(DRAIN));
     });
     if let Some(web) = &state.web {
-        say!("Serving the web app at / from {}", web.dir().display());
+        say!("Serving the web app at / from {}", web.describe());
     }
     let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = match &s.tls {
