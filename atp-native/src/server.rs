@@ -115,7 +115,10 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
                     (c, k)
                 }
             };
-            let config = tls::server_config(&cert, &key)?;
+            // SIGHUP or new files replace the certificate for new handshakes (tls::Reloader).
+            let store = tls::CertStore::open(&cert, &key)?;
+            let _reloader = tls::Reloader::new(store.clone()).spawn(tls::POLL_FILES);
+            let config = tls::server_config(store)?;
             say!("Starting ATP Server: {} on HTTPS://{local} (TLS 1.3, ALPN atp/1 h2 http/1.1)", s.domain);
             axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(config))
                 .handle(handle)
