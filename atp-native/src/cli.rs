@@ -363,6 +363,10 @@ pub struct StartArgs {
     /// Log filter: DEBUG|INFO|WARNING|ERROR, or tracing env-filter syntax (e.g. `atp=debug`) [default: info].
     #[arg(long, env = "ATP_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Log lines for people (text) or one JSON object per line (json) [default: text]. Also
+    /// `[server] log_format`.
+    #[arg(long, env = "ATP_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Discovery overrides in the reference's `peers.toml` format (quoted domain tables with `host`,
     /// `port`, `ip_addresses`). Also `peers_file` with `local_mode = true` in config.toml.
     #[arg(long = "peers", env = "ATP_PEERS", value_name = "FILE")]

@@ -58,6 +58,8 @@ pub struct ServerSection {
     pub max_message_size: Option<usize>,
     pub registration: Option<Registration>,
     pub log_level: Option<String>,
+    /// `text` or `json` (`--log-format`).
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Serve the web app at `/` (`--web`).
     #[serde(default)]
     pub web: bool,
@@ -124,6 +126,7 @@ pub struct Settings {
     pub registration: Registration,
     pub home: Home,
     pub log_level: String,
+    pub log_format: crate::logging::LogFormat,
     pub max_message_size: usize,
     pub local_mode: bool,
     pub peers_file: Option<PathBuf>,
@@ -251,6 +254,7 @@ impl Settings {
             registration,
             home,
             log_level: log_filter(&args.log_level.or(s.log_level).unwrap_or_else(|| "info".into())),
+            log_format: args.log_format.or(s.log_format).unwrap_or_default(),
             max_message_size,
             key_selector,
             web,
@@ -317,6 +321,12 @@ mod tests {
         let f = file("[server]\ndomain = \"d.test\"\nweb = true\ncors_origins = [\"https://a.test\"]\n");
         let s = Settings::merge(StartArgs::default(), f, home()).unwrap();
         assert_eq!(s.web, Some(crate::routes::web::WebSource::Embedded));
+        assert_eq!(s.log_format, crate::logging::LogFormat::Text);
+        let f = file("[server]\ndomain = \"d.test\"\nlog_format = \"json\"\n");
+        assert_eq!(
+            Settings::merge(StartArgs::default(), f, home()).unwrap().log_format,
+            crate::logging::LogFormat::Json
+        );
         assert_eq!(s.cors_origins, ["https://a.test"]);
         let args = StartArgs {
             domain: Some("d.test".into()),

@@ -95,7 +95,9 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     if let Some(web) = &state.web {
         say!("Serving the web app at / from {}", web.describe());
     }
-    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = routes::router(state)
+        .layer(axum::middleware::from_fn(crate::logging::request_span))
+        .into_make_service_with_connect_info::<SocketAddr>();
     let served = match &s.tls {
         TlsMode::Off => {
             say!("Starting ATP Server: {} on HTTP://{local} (no TLS)", s.domain);
