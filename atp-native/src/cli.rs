@@ -1,6 +1,7 @@
 //! The command line (docs/protocol.md §9): `atp server start` with the reference's options plus
 //! `--registration`, `--home` and `--log-level` filters, and the client commands `agent`, `send`,
-//! `recv`, `keys`, `status`, `inspect` and `dns` (run by [`crate::commands`]).
+//! `recv`, `keys`, `status`, `inspect` and `dns`, and the operator's `doctor`, `completions` and
+//! `man` (run by [`crate::commands`]).
 //!
 //! Every server option is optional here: [`crate::config::Settings::resolve`] applies the
 //! precedence flags > environment (`ATP_*`, read by clap) > `config.toml` > defaults (docs/design.md §6).
@@ -47,6 +48,63 @@ pub enum Command {
         #[command(subcommand)]
         action: DnsAction,
     },
+    /// Check everything mail for a domain needs, with a fix for each problem: DNS records, the
+    /// certificate, the port, the clock, the home's permissions, disk space and the queue.
+    Doctor(DoctorArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command with --dir.
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// The domain to check.
+    #[arg(long)]
+    pub domain: String,
+    /// Ask this DNS server (IP:PORT) instead of the system's resolvers.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Check this endpoint (host[:port]) instead of the one DNS discovery finds.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub server: Option<String>,
+    /// Also trust the CA certificates in this PEM file when checking the certificate chain.
+    #[arg(long, env = "ATP_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// ATK selectors to check [default: the live keys of the home's keyring, else "default"].
+    #[arg(long = "selector")]
+    pub selectors: Vec<String>,
+    /// A certificate that expires within this many days is a problem.
+    #[arg(long, default_value_t = 14, value_name = "DAYS")]
+    pub cert_days: i64,
+    /// A clock further than this from the server's is a problem (receivers refuse messages more
+    /// than 60 s in their future).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub max_skew: i64,
+    /// Less free space than this (MiB) on the home's file system is a problem.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    pub min_free_mib: u64,
+    /// A message waiting for delivery longer than this is a problem.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub queue_age: i64,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write atp.1 and a page per command (atp-server-start.1, …) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `--output`.

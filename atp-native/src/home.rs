@@ -61,15 +61,21 @@ impl Home {
 
     /// Creates the directories.
     pub fn ensure(&self) -> Result<(), HomeError> {
+        let new_data = !self.data_dir().exists();
         for d in [self.root.clone(), self.keys_dir(), self.certs_dir(), self.data_dir()] {
             fs::create_dir_all(&d).map_err(io(&d))?;
         }
-        // The keys directory holds the domain's signing key: owner only.
+        // The keys directory holds the domain's signing key: owner only. A new data directory too
+        // (messages and password hashes; `atp doctor` checks both); an existing one keeps its mode.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let keys = self.keys_dir();
             fs::set_permissions(&keys, fs::Permissions::from_mode(0o700)).map_err(io(&keys))?;
+            let data = self.data_dir();
+            if new_data {
+                fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).map_err(io(&data))?;
+            }
         }
         Ok(())
     }
