@@ -100,6 +100,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
         .into_make_service_with_connect_info::<SocketAddr>();
     let served = match &s.tls {
         TlsMode::Off => {
+            let _hangup = tls::ignore_hangup();
             say!("Starting ATP Server: {} on HTTP://{local} (no TLS)", s.domain);
             axum_server::from_tcp(listener).handle(handle).serve(app).await
         }

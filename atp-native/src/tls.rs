@@ -237,6 +237,22 @@ impl Reloader {
     }
 }
 
+/// Without TLS (`--no-tls`) there is nothing to reload, but SIGHUP (`systemctl reload`) must not end
+/// the server either: it is logged and ignored while the returned guard lives.
+pub fn ignore_hangup() -> Option<ReloaderTask> {
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()?;
+        Some(ReloaderTask(tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: no certificate to reload (plain HTTP, --no-tls)");
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 /// The running [`Reloader`]; dropping it stops the reloads.
 pub struct ReloaderTask(tokio::task::JoinHandle<()>);
 

@@ -167,3 +167,16 @@ async fn sighup_and_file_changes_swap_the_certificate() {
     let mut s = s;
     assert!(s.child.try_wait().unwrap().is_none(), "SIGHUP does not end the server:\n{}", s.log());
 }
+
+/// Without TLS there is nothing to reload, and SIGHUP (`systemctl reload`) does not end the server.
+#[tokio::test]
+async fn sighup_without_tls_is_ignored() {
+    let mut o = Options::new("plain.test");
+    o.tls = false;
+    let mut s = Server::with(o);
+    hangup(&s);
+    log_lines(&s, &["SIGHUP: no certificate to reload"], 1).await;
+    let (status, _) = call(client().get(s.url("health"))).await;
+    assert_eq!(status, 200);
+    assert!(s.child.try_wait().unwrap().is_none(), "{}", s.log());
+}
