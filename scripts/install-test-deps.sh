@@ -2,7 +2,7 @@
 # Installs everything scripts/test.sh needs on a fresh Debian 12 machine. Idempotent: a second run only
 # checks. apt needs root.
 #   - apt: chromium + chromium-driver (browser tests), bind9 + bind9-dnsutils (DNS tests), nodejs if no
-#     `node` is on PATH (Node tests)
+#     `node` is on PATH (Node tests), systemd if no `systemd-analyze` (scripts/check-systemd-unit.sh)
 #   - the wasm32 toolchain: scripts/setup-wasm-toolchain.sh (rustup target, else Debian's rustc-web)
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock (wasm-bindgen-test-runner)
 set -euo pipefail
@@ -25,6 +25,7 @@ for p in chromium chromium-driver bind9 bind9-dnsutils; do
 done
 command -v node >/dev/null || apt_pkgs+=(nodejs)
 command -v npm >/dev/null || apt_pkgs+=(npm)
+command -v systemd-analyze >/dev/null || apt_pkgs+=(systemd)
 if ((${#apt_pkgs[@]})); then
   echo "apt-get install ${apt_pkgs[*]}"
   "${SUDO[@]}" apt-get update -qq

@@ -2,7 +2,8 @@
 # THE test command of atp (README "Quick start"; CI runs it through .ci/run). It installs what it needs
 # (scripts/install-test-deps.sh: apt packages, the wasm32 toolchain, wasm-bindgen-cli; root on Debian 12),
 # then runs, stopping at the first failure:
-#   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable), the conformance kit
+#   cargo fmt --check, cargo clippy -D warnings, cargo test (native, rustup stable), the systemd unit
+#   contrib/atp.service (scripts/check-systemd-unit.sh: systemd-analyze verify), the conformance kit
 #   against atp-native (tests/conformance), the short reliability run (tests/reliability/run.sh --short),
 #   a short cargo fuzz run (scripts/fuzz.sh),
 #   cargo clippy for wasm32, the wasm32 release build of atp-wasm and its JS API from Node
@@ -143,6 +144,14 @@ if [[ -z "${ATP_SKIP_NATIVE:-}" ]]; then
   phase "cargo test" cargo test --workspace --exclude atp-conformance
 else
   skip "cargo test" ATP_SKIP_NATIVE
+fi
+
+# contrib/atp.service: systemd-analyze verify (any message fails), its offline security score, the
+# sysusers file (scripts/check-systemd-unit.sh; no systemd as PID 1 needed).
+if [[ -z "${ATP_SKIP_LINT:-}" ]]; then
+  phase "systemd unit (systemd-analyze verify)" scripts/check-systemd-unit.sh
+else
+  skip "systemd unit (systemd-analyze verify)" ATP_SKIP_LINT
 fi
 
 # The conformance kit against atp-native: every case must pass; its table is printed (--nocapture).

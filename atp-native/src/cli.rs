@@ -1,6 +1,7 @@
 //! The command line (docs/protocol.md §9): `atp server start` with the reference's options plus
 //! `--registration`, `--home` and `--log-level` filters, and the client commands `agent`, `send`,
-//! `recv`, `keys`, `status`, `inspect` and `dns` (run by [`crate::commands`]).
+//! `recv`, `keys`, `status`, `inspect` and `dns`, and the operator's `doctor`, `completions` and
+//! `man` (run by [`crate::commands`]).
 //!
 //! Every server option is optional here: [`crate::config::Settings::resolve`] applies the
 //! precedence flags > environment (`ATP_*`, read by clap) > `config.toml` > defaults (docs/design.md §6).
@@ -47,6 +48,63 @@ pub enum Command {
         #[command(subcommand)]
         action: DnsAction,
     },
+    /// Check everything mail for a domain needs, with a fix for each problem: DNS records, the
+    /// certificate, the port, the clock, the home's permissions, disk space and the queue.
+    Doctor(DoctorArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command with --dir.
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// The domain to check.
+    #[arg(long)]
+    pub domain: String,
+    /// Ask this DNS server (IP:PORT) instead of the system's resolvers.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Check this endpoint (host[:port]) instead of the one DNS discovery finds.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub server: Option<String>,
+    /// Also trust the CA certificates in this PEM file when checking the certificate chain.
+    #[arg(long, env = "ATP_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// ATK selectors to check [default: the live keys of the home's keyring, else "default"].
+    #[arg(long = "selector")]
+    pub selectors: Vec<String>,
+    /// A certificate that expires within this many days is a problem.
+    #[arg(long, default_value_t = 14, value_name = "DAYS")]
+    pub cert_days: i64,
+    /// A clock further than this from the server's is a problem (receivers refuse messages more
+    /// than 60 s in their future).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub max_skew: i64,
+    /// Less free space than this (MiB) on the home's file system is a problem.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    pub min_free_mib: u64,
+    /// A message waiting for delivery longer than this is a problem.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub queue_age: i64,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write atp.1 and a page per command (atp-server-start.1, …) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `--output`.
@@ -363,6 +421,10 @@ pub struct StartArgs {
     /// Log filter: DEBUG|INFO|WARNING|ERROR, or tracing env-filter syntax (e.g. `atp=debug`) [default: info].
     #[arg(long, env = "ATP_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Log lines for people (text) or one JSON object per line (json) [default: text]. Also
+    /// `[server] log_format`.
+    #[arg(long, env = "ATP_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Discovery overrides in the reference's `peers.toml` format (quoted domain tables with `host`,
     /// `port`, `ip_addresses`). Also `peers_file` with `local_mode = true` in config.toml.
     #[arg(long = "peers", env = "ATP_PEERS", value_name = "FILE")]
@@ -394,10 +456,11 @@ pub struct StartArgs {
     /// Age after which an undelivered message bounces [default: 345600 = 4 days]. Also `[delivery] max_age`.
     #[arg(long, env = "ATP_MAX_AGE", value_name = "SECS")]
     pub max_age: Option<u64>,
-    /// Serve the browser app (www/) at `/` from --web-dir. Also `[server] web = true`.
+    /// Serve the browser app (www/) at `/`: the copy embedded in the binary at build time, or
+    /// --web-dir. Also `[server] web = true`.
     #[arg(long, env = "ATP_WEB")]
     pub web: bool,
-    /// The built web app [default: www/dist of the source tree atp was built from]. Also
+    /// Serve the web app from this directory (a `www/dist`) instead of the embedded copy. Also
     /// `[server] web_dir`.
     #[arg(long, env = "ATP_WEB_DIR", value_name = "DIR")]
     pub web_dir: Option<PathBuf>,

@@ -58,6 +58,8 @@ pub struct ServerSection {
     pub max_message_size: Option<usize>,
     pub registration: Option<Registration>,
     pub log_level: Option<String>,
+    /// `text` or `json` (`--log-format`).
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Serve the web app at `/` (`--web`).
     #[serde(default)]
     pub web: bool,
@@ -124,6 +126,7 @@ pub struct Settings {
     pub registration: Registration,
     pub home: Home,
     pub log_level: String,
+    pub log_format: crate::logging::LogFormat,
     pub max_message_size: usize,
     pub local_mode: bool,
     pub peers_file: Option<PathBuf>,
@@ -132,8 +135,8 @@ pub struct Settings {
     pub dns_server: Option<SocketAddr>,
     pub local_registry: bool,
     pub delivery: Delivery,
-    /// The web app's directory when `--web` is on (checked when the server starts).
-    pub web_dir: Option<PathBuf>,
+    /// Where the web app comes from when `--web` is on (checked when the server starts).
+    pub web: Option<crate::routes::web::WebSource>,
     /// Origins allowed by CORS.
     pub cors_origins: Vec<String>,
 }
@@ -170,8 +173,11 @@ impl Settings {
     /// The precedence rules, without touching the environment or the disk.
     pub fn merge(args: StartArgs, file: FileConfig, home: Home) -> Result<Self, ConfigError> {
         let s = file.server;
-        let web_dir =
-            (args.web || s.web).then(|| args.web_dir.or(s.web_dir).unwrap_or_else(crate::routes::web::default_dir));
+        let web = (args.web || s.web).then(|| {
+            args.web_dir
+                .or(s.web_dir)
+                .map_or(crate::routes::web::WebSource::Embedded, crate::routes::web::WebSource::Dir)
+        });
         let cors_origins = if args.cors_origins.is_empty() { s.cors_origins } else { args.cors_origins };
         let raw_domain = args.domain.or(s.domain).ok_or(ConfigError::NoDomain)?;
         let domain = raw_domain.trim_end_matches('.').to_ascii_lowercase();
@@ -248,9 +254,10 @@ impl Settings {
             registration,
             home,
             log_level: log_filter(&args.log_level.or(s.log_level).unwrap_or_else(|| "info".into())),
+            log_format: args.log_format.or(s.log_format).unwrap_or_default(),
             max_message_size,
             key_selector,
-            web_dir,
+            web,
             cors_origins,
         })
     }
@@ -306,14 +313,20 @@ mod tests {
         assert_eq!(s.admin_token.as_deref(), Some("a"));
         assert_eq!(s.registration, Registration::Token);
         assert_eq!(s.tls, TlsMode::Off);
-        assert!(s.web_dir.is_none() && s.cors_origins.is_empty());
+        assert!(s.web.is_none() && s.cors_origins.is_empty());
     }
 
     #[test]
     fn web_and_cors_settings() {
         let f = file("[server]\ndomain = \"d.test\"\nweb = true\ncors_origins = [\"https://a.test\"]\n");
         let s = Settings::merge(StartArgs::default(), f, home()).unwrap();
-        assert_eq!(s.web_dir, Some(crate::routes::web::default_dir()));
+        assert_eq!(s.web, Some(crate::routes::web::WebSource::Embedded));
+        assert_eq!(s.log_format, crate::logging::LogFormat::Text);
+        let f = file("[server]\ndomain = \"d.test\"\nlog_format = \"json\"\n");
+        assert_eq!(
+            Settings::merge(StartArgs::default(), f, home()).unwrap().log_format,
+            crate::logging::LogFormat::Json
+        );
         assert_eq!(s.cors_origins, ["https://a.test"]);
         let args = StartArgs {
             domain: Some("d.test".into()),
@@ -323,7 +336,10 @@ mod tests {
             ..Default::default()
         };
         let s = Settings::merge(args, file("[server]\ncors_origins = [\"https://a.test\"]\n"), home()).unwrap();
-        assert_eq!((s.web_dir, s.cors_origins), (Some("/srv/www".into()), vec!["https://b.test".to_owned()]));
+        assert_eq!(
+            (s.web, s.cors_origins),
+            (Some(crate::routes::web::WebSource::Dir("/srv/www".into())), vec!["https://b.test".to_owned()])
+        );
     }
 
     #[test]

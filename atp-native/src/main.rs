@@ -17,15 +17,21 @@
 //! | [`error`] | the one place where a rejection becomes an HTTP response |
 //! | [`metrics`] | counters for `/stats` and Prometheus `/metrics` |
 //! | [`server`] | start-up, serving, graceful shutdown |
+//! | [`logging`] | the server's log: text or JSON lines |
 //! | [`client`] | the command line on the core's client: locating `--server`, the certificate prompt |
 //! | [`commands`] | the client commands: `agent`, `send`, `recv`, `keys`, `status`, `inspect`, `dns` |
 
 /// Prints a line to stderr like `eprintln!`, but never panics: a full disk or a closed stderr
-/// must not take the server down (the line is lost instead).
+/// must not take the server down (the line is lost instead). With `--log-format json` the line is
+/// a log event, so that every line of the log is JSON.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        if crate::logging::json() {
+            tracing::info!("{}", format_args!($($arg)*));
+        } else {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), $($arg)*);
+        }
     }};
 }
 
@@ -39,6 +45,7 @@ mod error;
 mod hasher;
 mod home;
 mod http;
+mod logging;
 mod metrics;
 mod registry;
 mod resolver;
@@ -74,16 +81,7 @@ fn main() -> std::process::ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            // Write errors (stderr on a full disk, a closed pipe) drop the event; by default
-            // tracing-subscriber reports them with eprintln!, which panics on the same broken stderr.
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .log_internal_errors(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            logging::init(&settings.log_level, settings.log_format);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => return fail(e),

@@ -49,7 +49,7 @@ pub enum ServerError {
 /// Runs the server until a shutdown signal.
 pub async fn run(s: Settings) -> Result<(), ServerError> {
     let home = &s.home;
-    let web = s.web_dir.as_deref().map(routes::web::WebRoot::open).transpose()?;
+    let web = s.web.as_ref().map(routes::web::WebRoot::open).transpose()?;
     home.ensure()?;
     let (signing_key, created) = home.load_or_create_key(&s.key_selector, SystemClock.now())?;
     if created {
@@ -100,11 +100,14 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
         signal_handle.graceful_shutdown(Some(DRAIN));
     });
     if let Some(web) = &state.web {
-        say!("Serving the web app at / from {}", web.dir().display());
+        say!("Serving the web app at / from {}", web.describe());
     }
-    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = routes::router(state)
+        .layer(axum::middleware::from_fn(crate::logging::request_span))
+        .into_make_service_with_connect_info::<SocketAddr>();
     let served = match &s.tls {
         TlsMode::Off => {
+            let _hangup = tls::ignore_hangup();
             say!("Starting ATP Server: {} on HTTP://{local} (no TLS)", s.domain);
             axum_server::from_tcp(listener).handle(handle).serve(app).await
         }
@@ -122,7 +125,10 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
                     (c, k)
                 }
             };
-            let config = tls::server_config(&cert, &key)?;
+            // SIGHUP or new files replace the certificate for new handshakes (tls::Reloader).
+            let store = tls::CertStore::open(&cert, &key)?;
+            let _reloader = tls::Reloader::new(store.clone()).spawn(tls::POLL_FILES);
+            let config = tls::server_config(store)?;
             say!("Starting ATP Server: {} on HTTPS://{local} (TLS 1.3, ALPN atp/1 h2 http/1.1)", s.domain);
             axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(config))
                 .handle(handle)

@@ -8,104 +8,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use atp_wasm::records::zone::quote_txt;
+use common::bind::{certificates, Bind};
 use common::*;
 use serde_json::json;
-
-fn named() -> PathBuf {
-    for p in ["/usr/sbin/named", "/usr/bin/named"] {
-        if Path::new(p).is_file() {
-            return p.into();
-        }
-    }
-    panic!("BIND's `named` is not installed: apt-get install bind9 (scripts/install-test-deps.sh)");
-}
-
-/// A `named -g` on 127.0.0.1:<port>, killed on drop.
-struct Bind {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Bind {
-    fn start(zone: &str) -> Bind {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_udp_and_tcp_port();
-        let d = dir.path().display();
-        std::fs::write(dir.path().join("test.zone"), zone).unwrap();
-        std::fs::write(
-            dir.path().join("named.conf"),
-            format!(
-                "controls {{ }};\noptions {{\n directory \"{d}\";\n pid-file \"{d}/named.pid\";\n \
-                 session-keyfile \"{d}/session.key\";\n listen-on port {port} {{ 127.0.0.1; }};\n \
-                 listen-on-v6 {{ none; }};\n recursion no;\n allow-query {{ any; }};\n dnssec-validation no;\n}};\n\
-                 zone \"test\" {{ type primary; file \"{d}/test.zone\"; }};\n"
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("named.log")).unwrap();
-        let child = Command::new(named())
-            .args(["-g", "-c"])
-            .arg(dir.path().join("named.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start named");
-        let b = Bind { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let log = std::fs::read_to_string(b.dir.path().join("named.log")).unwrap_or_default();
-            if log.contains("running") {
-                return b;
-            }
-            assert!(!log.contains("exiting (due to fatal error)"), "named failed:\n{log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("named did not start:\n{}", std::fs::read_to_string(b.dir.path().join("named.log")).unwrap_or_default());
-    }
-}
-
-impl Drop for Bind {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port free for both UDP and TCP on loopback.
-fn free_udp_and_tcp_port() -> u16 {
-    loop {
-        let p = free_port();
-        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-/// A test CA and, for each name, a leaf certificate and key written as `<dir>/<name>.{crt,key}`.
-fn certificates(dir: &Path, names: &[&str]) -> PathBuf {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "atp test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
-    for name in names {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca_cert, &ca_key).unwrap();
-        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-    ca_path
-}
 
 fn atk_txt(seed: u8) -> String {
     quote_txt(&atk_record(seed))
@@ -130,7 +36,7 @@ async fn delivers_with_real_dns_and_verified_certificates() {
         atk_txt(2)
     );
     let bind = Bind::start(&zone);
-    let dns = format!("127.0.0.1:{}", bind.port);
+    let dns = bind.addr();
     let certs = tempfile::tempdir().unwrap();
     let ca = certificates(certs.path(), &["mx.alpha.test", "mx.beta.test"]);
     let start = |domain: &str, seed: u8, port: u16, host: &str| {

@@ -10,10 +10,13 @@
 //   message arrive by polling, opens it, verifies its signature over DoH and with a typed key;
 //   alice's own mail shows "not signed (local delivery)"; a wrong password and an unreachable
 //   server show their errors; the DNS tools generate a key with records and check alpha.test.
-// Screenshots go to $ATP_WWW_SCREENSHOTS. Environment: ATP_BIN, ATP_WWW_DIST, ATP_WASM_NODE
-// (atp-wasm's node.mjs), CHROMIUM.
+// alpha.test runs an installed binary ($ATP_INSTALLED_BIN: `cargo install --path atp-native`, copied
+// into an empty directory and started there) with `--web` alone, so the app alice uses is the copy
+// embedded at build time; beta.test serves www/dist with --web-dir.
+// Screenshots go to $ATP_WWW_SCREENSHOTS. Environment: ATP_BIN, ATP_INSTALLED_BIN, ATP_WWW_DIST,
+// ATP_WASM_NODE (atp-wasm's node.mjs), CHROMIUM.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -73,12 +76,12 @@ const ports = { alpha: await freePort(), beta: await freePort() };
 const alphaUrl = `https://127.0.0.1:${ports.alpha}`;
 const betaUrl = `https://127.0.0.1:${ports.beta}`;
 
-async function startAtp(domain, port, extra) {
+async function startAtp(domain, port, extra, bin = ATP_BIN, cwd = undefined) {
   const logPath = join(home, `${domain}.log`);
   const out = openSync(logPath, 'a');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ATP_')));
   const args = ['server', 'start', '--domain', domain, '--port', String(port), '--host', '127.0.0.1', '--home', home, ...extra];
-  const child = spawn(ATP_BIN, args, { stdio: ['ignore', out, out], env });
+  const child = spawn(bin, args, { stdio: ['ignore', out, out], env, cwd });
   cleanups.push(() => process.kill(child.pid, 'SIGTERM'));
   const log = () => readFileSync(logPath, 'utf8');
   for (const deadline = Date.now() + 60_000; !log().includes('Starting ATP Server');) {
@@ -88,7 +91,14 @@ async function startAtp(domain, port, extra) {
   }
   return { log, pid: child.pid };
 }
-const alpha = await startAtp('alpha.test', ports.alpha, ['--web', '--web-dir', DIST]);
+// The installed binary, alone in an empty directory: nothing but the binary can provide the app.
+const installed = scratch('installed');
+const installedBin = join(installed, 'atp');
+cpSync(process.env.ATP_INSTALLED_BIN || ATP_BIN, installedBin);
+chmodSync(installedBin, 0o755);
+const emptyCwd = scratch('cwd');
+const alpha = await startAtp('alpha.test', ports.alpha, ['--web'], installedBin, emptyCwd);
+ok(/Serving the web app at \/ from the copy embedded in the binary/.test(alpha.log()), 'alpha serves the app embedded in the installed binary');
 const beta = await startAtp('beta.test', ports.beta, ['--web', '--web-dir', DIST, '--cors-origin', alphaUrl]);
 console.log(`alpha.test ${alphaUrl} (pid ${alpha.pid}), beta.test ${betaUrl} (pid ${beta.pid}), home ${home}`);
 

@@ -27,7 +27,7 @@ use crate::config::FileConfig;
 use crate::home::is_selector;
 
 /// A domain as given on the command line: lowercase, no trailing dot, a valid host name.
-fn domain_arg(d: &str) -> Result<String, CmdError> {
+pub fn domain_arg(d: &str) -> Result<String, CmdError> {
     normalize_hostname(d.trim()).ok_or_else(|| CmdError::Usage(format!("--domain {d:?} is not a valid domain name")))
 }
 

@@ -8,6 +8,9 @@
 //! | [`keys`] | `keys generate`, `show`, `list`, `rotate` |
 //! | [`status`] | `status`, `inspect` |
 //! | [`dns`] | `dns generate`, `dns check` |
+//! | [`doctor`] | `doctor` |
+//! | [`completions`] | `completions` |
+//! | [`man`] | `man` |
 //!
 //! Shared rules: exit code 0 on success and 1 on any failure (the reference exits 0 on a failed
 //! send, docs/protocol.md §12 item 21); a failure is one line `error: …` on stderr, or with
@@ -15,8 +18,11 @@
 //! `error_code` and HTTP status.
 
 pub mod agent;
+pub mod completions;
 pub mod dns;
+pub mod doctor;
 pub mod keys;
+pub mod man;
 pub mod recv;
 pub mod send;
 pub mod status;
@@ -101,6 +107,9 @@ async fn dispatch(command: Command) -> Result<(), CmdError> {
         Command::Inspect(a) => status::inspect(a).await,
         Command::Dns { action: DnsAction::Generate(a) } => dns::generate(a),
         Command::Dns { action: DnsAction::Check(a) } => dns::check_command(a).await,
+        Command::Doctor(a) => doctor::doctor(a).await,
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => man::man(a),
     }
 }
 
@@ -122,6 +131,8 @@ fn output_of(command: &Command) -> Output {
         Command::Inspect(a) => a.output,
         Command::Dns { action: DnsAction::Generate(a) } => a.output,
         Command::Dns { action: DnsAction::Check(a) } => a.output,
+        Command::Doctor(a) => a.output,
+        Command::Completions(_) | Command::Man(_) => Output::Text,
     }
 }
 
@@ -154,6 +165,15 @@ pub fn print_json(v: &Value) -> Result<(), CmdError> {
 pub fn print_line(text: &str) -> Result<(), CmdError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}").and_then(|_| out.flush()).map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => CmdError::StdoutClosed,
+        _ => CmdError::io("stdout")(e),
+    })
+}
+
+/// Bytes on stdout (a generated script or page), failing instead of panicking when stdout is closed.
+pub fn write_stdout(bytes: &[u8]) -> Result<(), CmdError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|_| out.flush()).map_err(|e| match e.kind() {
         std::io::ErrorKind::BrokenPipe => CmdError::StdoutClosed,
         _ => CmdError::io("stdout")(e),
     })

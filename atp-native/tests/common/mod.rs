@@ -2,6 +2,7 @@
 //! its own temporary home, wait until it serves, and kill it by its process id when the guard drops.
 #![allow(dead_code)]
 
+pub mod bind;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
