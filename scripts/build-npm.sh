@@ -5,7 +5,8 @@
 # <out> is $ATP_NPM_OUT, default ${CARGO_TARGET_DIR:-target}/npm. The last line printed is the
 # tarball's path.
 #
-# Steps: the wasm32 release build of atp-wasm (--profile wasm-release), wasm-bindgen for
+# Steps: the wasm32 release build of atp-wasm with its JS bindings (--features js, --profile
+# wasm-release), wasm-bindgen for
 # `--target web` (ESM: browsers, bundlers, Deno, Workers, Node's import) and `--target nodejs`
 # (CommonJS: Node's require) over the same module — one .wasm serves both — then `wasm-opt -Oz`
 # from npm's binaryen (never Debian's binaryen 108, whose output does not load), the size check,
@@ -68,13 +69,13 @@ if [[ -n "$SMALL_TC" ]]; then
   MODE=small
   log "cargo +$SMALL_TC build (wasm32, wasm-release, build-std, panic=immediate-abort)"
   RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none" \
-    cargo +"$SMALL_TC" build --target wasm32-unknown-unknown -p atp-wasm --profile wasm-release \
+    cargo +"$SMALL_TC" build --target wasm32-unknown-unknown -p atp-wasm --features js --profile wasm-release \
     -Zbuild-std=std,panic_abort >&2
 else
   MODE=stable
   TC=$(scripts/wasm-toolchain)
   log "cargo +$TC build (wasm32, wasm-release)"
-  cargo +"$TC" build --target wasm32-unknown-unknown -p atp-wasm --profile wasm-release >&2
+  cargo +"$TC" build --target wasm32-unknown-unknown -p atp-wasm --features js --profile wasm-release >&2
 fi
 
 PKG="$OUT/package"

@@ -1,6 +1,7 @@
 // The JS API of atp-wasm as a JavaScript user sees it: the exported camelCase names, plain objects,
 // and thrown Errors with readable messages. tests/web.rs covers the behaviour from Rust; this checks
-// the wasm-bindgen surface of the release build.
+// the wasm-bindgen surface of the release build with the JS bindings:
+//   cargo build --target wasm32-unknown-unknown -p atp-wasm --features js --release
 //   wasm-bindgen --target nodejs --out-dir <dir> target/wasm32-unknown-unknown/release/atp_wasm.wasm
 //   node scripts/js-api-test.mjs <dir>/atp_wasm.js
 import assert from 'node:assert/strict';

@@ -6,7 +6,8 @@
 #   contrib/atp.service (scripts/check-systemd-unit.sh: systemd-analyze verify), the conformance kit
 #   against atp-native (tests/conformance), the short reliability run (tests/reliability/run.sh --short),
 #   a short cargo fuzz run (scripts/fuzz.sh),
-#   cargo clippy for wasm32, the wasm32 release build of atp-wasm and its JS API from Node
+#   cargo clippy for wasm32 (the JS bindings included: feature atp-wasm/js), the wasm32 release build of
+#   atp-wasm with its JS bindings (--features js) and its JS API from Node
 #   (scripts/js-api-test.mjs), and the wasm-bindgen tests (atp-wasm/tests/web.rs) under Node and in
 #   headless Chromium, the npm package's tarball tests (scripts/test-npm.sh), the browser app
 #   (tests/www/run.sh), then the Workers relay end to end in workerd (tests/worker/run.sh) and the
@@ -79,7 +80,7 @@ wasm_tests() {
     # webdriver.json names Debian's Chromium binary; elsewhere the driver finds its browser itself.
     [[ -x /usr/lib/chromium/chromium ]] && envs+=(WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/webdriver.json")
   fi
-  env "${envs[@]}" cargo +"$TC" test --target wasm32-unknown-unknown -p atp-wasm --tests 2>&1 | tee "$log"
+  env "${envs[@]}" cargo +"$TC" test --target wasm32-unknown-unknown -p atp-wasm --features js --tests 2>&1 | tee "$log"
   local n
   n=$(awk '/Running tests\/web\.rs/ { web = 1 } web && /test result: ok\./ { print $4; exit }' "$log")
   rm -f "$log"
@@ -189,12 +190,13 @@ if [[ -n "${ATP_SKIP_LINT:-}" ]]; then
   skip "cargo clippy (wasm32)" ATP_SKIP_LINT
 elif cargo +"$TC" clippy --version >/dev/null 2>&1; then
   phase "cargo clippy (wasm32)" \
-    cargo +"$TC" clippy --target wasm32-unknown-unknown -p atp-wasm -p atp-worker --all-targets -- -D warnings
+    cargo +"$TC" clippy --target wasm32-unknown-unknown -p atp-wasm -p atp-worker --all-targets --features atp-wasm/js \
+    -- -D warnings
 else
   skip "cargo clippy (wasm32)" "no clippy for toolchain $TC; on Debian: apt-get install rust-web-clippy"
 fi
 
-phase "wasm32 build (release)" cargo +"$TC" build --target wasm32-unknown-unknown -p atp-wasm --release
+phase "wasm32 build (release)" cargo +"$TC" build --target wasm32-unknown-unknown -p atp-wasm --features js --release
 phase "JS API test (Node, release build)" js_api_test
 
 # Node is the runner's default mode (no wasm_bindgen_test_configure! in the tests).

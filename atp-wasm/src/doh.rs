@@ -33,6 +33,10 @@
 //! * TXT character-strings are concatenated (docs/protocol.md §5.2); bytes that are not UTF-8 are
 //!   replaced. SVCB params other than `port`, `alpn`, `ipv4hint` and `ipv6hint` are ignored, as
 //!   [`SvcbRecord::parse`] ignores them.
+//! * Answers keep how long they may be cached ([`Answers::ttl`], [`decode_answers`]): the smallest
+//!   TTL of the records used, or for "no records" the negative-caching TTL of the authority
+//!   section's SOA (RFC 2308 §5). A [`DohResolver`] given an [`AnswerCache`] asks it first and
+//!   gives it every decoded answer with that TTL (the worker's per-isolate cache, docs/design.md §4).
 
 use std::net::IpAddr;
 
@@ -58,6 +62,7 @@ pub const MAX_MESSAGE_LEN: usize = 65_535;
 // knows, which would put all of them into the wasm module.
 const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
+const TYPE_SOA: u16 = 6;
 const TYPE_TXT: u16 = 16;
 const TYPE_AAAA: u16 = 28;
 const TYPE_SRV: u16 = 33;
@@ -66,7 +71,7 @@ const TYPE_SVCB: u16 = 64;
 const CLASS_IN: u16 = 1;
 
 /// The record types ATP looks up (docs/protocol.md §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QueryType {
     A,
     Aaaa,
@@ -135,6 +140,17 @@ impl std::fmt::Display for Answer {
             Answer::Ip(ip) => ip.fmt(f),
         }
     }
+}
+
+/// The answers to one query and how long they may be cached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answers {
+    pub records: Vec<Answer>,
+    /// Seconds the answer may be reused: with records, the smallest TTL among the answer records
+    /// used (CNAMEs followed included); without (NXDOMAIN, or no record of the type), the
+    /// negative-caching TTL `min(SOA TTL, SOA MINIMUM)` of the authority section's SOA (RFC 2308
+    /// §5). `None` when the answer says nothing (a negative answer without SOA).
+    pub ttl: Option<u32>,
 }
 
 fn dns_err(name: &str, reason: impl Into<String>) -> DnsError {
@@ -220,6 +236,51 @@ impl<'a> Reader<'a> {
     fn name(&mut self) -> Option<Name> {
         Name::read(&mut self.d).ok()
     }
+    fn u32(&mut self) -> Option<u32> {
+        self.d.read_u32().ok().map(|v| v.unverified())
+    }
+    /// Skips `n` questions (QNAME, QTYPE, QCLASS).
+    fn questions(&mut self, n: u16) -> Option<()> {
+        for _ in 0..n {
+            self.name()?;
+            self.bytes(4)?;
+        }
+        Some(())
+    }
+    /// One resource record; `start` is the offset of its RDATA in the message.
+    fn record(&mut self) -> Option<Rr<'a>> {
+        let owner = self.name()?;
+        let rtype = self.u16()?;
+        let _class = self.u16()?;
+        let ttl = self.u32()?;
+        let len = usize::from(self.u16()?);
+        let start = self.d.index();
+        let rdata = self.bytes(len)?;
+        Some(Rr { owner, rtype, ttl, start, rdata })
+    }
+    /// The negative-caching TTL of the next `n` records (the authority section): the smallest
+    /// `min(TTL, MINIMUM)` of its SOA records (RFC 2308 §5); MINIMUM ends the SOA RDATA.
+    fn negative_ttl(&mut self, n: u16) -> Option<u32> {
+        let mut ttl: Option<u32> = None;
+        for _ in 0..n {
+            let rr = self.record()?;
+            if rr.rtype == TYPE_SOA && rr.rdata.len() >= 20 {
+                let minimum = u32::from_be_bytes(rr.rdata[rr.rdata.len() - 4..].try_into().ok()?);
+                let t = rr.ttl.min(minimum);
+                ttl = Some(ttl.map_or(t, |x| x.min(t)));
+            }
+        }
+        ttl
+    }
+}
+
+/// A resource record as read: owner, type, TTL and RDATA (at offset `start` of the message).
+struct Rr<'a> {
+    owner: Name,
+    rtype: u16,
+    ttl: u32,
+    start: usize,
+    rdata: &'a [u8],
 }
 
 /// TXT RDATA: its character-strings, concatenated.
@@ -274,6 +335,11 @@ fn svcb(rdata: &[u8]) -> Option<SvcbRecord> {
 /// The answers to `name`/`qtype` in a wire-format response (see the module documentation for the
 /// rules).
 pub fn decode_response(name: &str, qtype: QueryType, wire: &[u8]) -> Result<Vec<Answer>, DnsError> {
+    decode_answers(name, qtype, wire).map(|a| a.records)
+}
+
+/// [`decode_response`], with how long the answer may be cached ([`Answers::ttl`]).
+pub fn decode_answers(name: &str, qtype: QueryType, wire: &[u8]) -> Result<Answers, DnsError> {
     let qname = canonical(&query_name(name)?);
     if wire.len() > MAX_MESSAGE_LEN {
         return Err(dns_err(name, "DNS answer too long"));
@@ -286,51 +352,51 @@ pub fn decode_response(name: &str, qtype: QueryType, wire: &[u8]) -> Result<Vec<
     if header.metadata.truncation {
         return Err(dns_err(name, "truncated DNS answer"));
     }
+    let counts = header.counts;
     match header.metadata.response_code {
         ResponseCode::NoError => {}
-        ResponseCode::NXDomain => return Ok(Vec::new()),
+        // No records, whatever follows; the rest is read only for its negative-caching TTL.
+        ResponseCode::NXDomain => {
+            let ttl = (|| {
+                r.questions(counts.queries)?;
+                for _ in 0..counts.answers {
+                    r.record()?;
+                }
+                r.negative_ttl(counts.authorities)
+            })();
+            return Ok(Answers { records: Vec::new(), ttl });
+        }
         rc => return Err(dns_err(name, format!("DNS error {}", u16::from(rc)))),
     }
-    for _ in 0..header.counts.queries {
-        // QNAME, QTYPE, QCLASS: skipped.
-        r.name().and_then(|_| r.bytes(4)).ok_or_else(|| dns_err(name, MALFORMED))?;
-    }
+    r.questions(counts.queries).ok_or_else(|| dns_err(name, MALFORMED))?;
     let mut owners = vec![qname];
     let mut out = Vec::new();
-    for _ in 0..header.counts.answers {
-        let record = (|| {
-            let owner = canonical(&r.name()?);
-            let rtype = r.u16()?;
-            let _class = r.u16()?;
-            let _ttl = r.bytes(4)?;
-            let len = usize::from(r.u16()?);
-            let start = r.d.index();
-            let rdata = r.bytes(len)?;
-            Some((owner, rtype, start, rdata))
-        })();
-        let (owner, rtype, start, rdata) = record.ok_or_else(|| dns_err(name, MALFORMED))?;
-        if !owners.contains(&owner) {
+    let mut ttl: Option<u32> = None;
+    for _ in 0..counts.answers {
+        let rr = r.record().ok_or_else(|| dns_err(name, MALFORMED))?;
+        if !owners.contains(&canonical(&rr.owner)) {
             continue;
         }
         // Names inside RDATA may be compressed (pointers into the whole message): decode those
         // from the message at the RDATA's offset.
         let at_rdata = || {
             let mut d = BinDecoder::new(wire);
-            d.read_slice(start).ok()?;
+            d.read_slice(rr.start).ok()?;
             Some(d)
         };
         let bad = || dns_err(name, MALFORMED);
-        let answer = match (rtype, qtype) {
+        let answer = match (rr.rtype, qtype) {
             (TYPE_CNAME, _) => {
                 let mut d = at_rdata().ok_or_else(bad)?;
                 let target = canonical(&Name::read(&mut d).map_err(|_| bad())?);
                 if owners.len() <= 16 && !owners.contains(&target) {
                     owners.push(target);
                 }
+                ttl = Some(ttl.map_or(rr.ttl, |t| t.min(rr.ttl)));
                 continue;
             }
-            (TYPE_TXT, QueryType::Txt) => Answer::Txt(txt(rdata).ok_or_else(bad)?),
-            (TYPE_SVCB, QueryType::Svcb) => Answer::Svcb(svcb(rdata).ok_or_else(bad)?),
+            (TYPE_TXT, QueryType::Txt) => Answer::Txt(txt(rr.rdata).ok_or_else(bad)?),
+            (TYPE_SVCB, QueryType::Svcb) => Answer::Svcb(svcb(rr.rdata).ok_or_else(bad)?),
             (TYPE_SRV, QueryType::Srv) => {
                 let mut d = at_rdata().ok_or_else(bad)?;
                 let s = SRV::read(&mut d).map_err(|_| bad())?;
@@ -342,58 +408,107 @@ pub fn decode_response(name: &str, qtype: QueryType, wire: &[u8]) -> Result<Vec<
                 })
             }
             (TYPE_A, QueryType::A) => {
-                Answer::Ip(IpAddr::V4(A::read(&mut BinDecoder::new(rdata)).map_err(|_| bad())?.0))
+                Answer::Ip(IpAddr::V4(A::read(&mut BinDecoder::new(rr.rdata)).map_err(|_| bad())?.0))
             }
             (TYPE_AAAA, QueryType::Aaaa) => {
-                Answer::Ip(IpAddr::V6(AAAA::read(&mut BinDecoder::new(rdata)).map_err(|_| bad())?.0))
+                Answer::Ip(IpAddr::V6(AAAA::read(&mut BinDecoder::new(rr.rdata)).map_err(|_| bad())?.0))
             }
             _ => continue,
         };
+        ttl = Some(ttl.map_or(rr.ttl, |t| t.min(rr.ttl)));
         out.push(answer);
     }
-    Ok(out)
+    if out.is_empty() {
+        // NODATA: cached like NXDOMAIN, by the SOA (RFC 2308 §5); a malformed authority section
+        // only costs the TTL.
+        ttl = r.negative_ttl(counts.authorities);
+    }
+    Ok(Answers { records: out, ttl })
 }
 
 /// The answers in a DoH HTTP response: status 200 and a DNS message body; anything else is a
 /// [`DnsError`]. (The content type is not checked: some resolvers label answers loosely.)
 pub fn decode_http(name: &str, qtype: QueryType, resp: &HttpResponse) -> Result<Vec<Answer>, DnsError> {
+    decode_http_answers(name, qtype, resp).map(|a| a.records)
+}
+
+/// [`decode_http`], with how long the answer may be cached.
+pub fn decode_http_answers(name: &str, qtype: QueryType, resp: &HttpResponse) -> Result<Answers, DnsError> {
     if resp.status != 200 {
         return Err(dns_err(name, format!("DoH server answered HTTP {}", resp.status)));
     }
-    decode_response(name, qtype, &resp.body)
+    decode_answers(name, qtype, &resp.body)
 }
 
-/// A [`Resolver`] that asks a DoH endpoint over the transport `T`.
+/// Decoded answers kept for their TTL, consulted by a [`DohResolver`] before it asks the network.
+/// Failed lookups are never offered. `()` caches nothing.
+pub trait AnswerCache {
+    /// The answer to `name`/`qtype`, if one is still fresh.
+    fn get(&self, name: &str, qtype: QueryType) -> Option<Vec<Answer>>;
+    /// A decoded answer, with how long it may be kept ([`Answers::ttl`]).
+    fn put(&self, name: &str, qtype: QueryType, answers: &Answers);
+}
+
+impl AnswerCache for () {
+    fn get(&self, _: &str, _: QueryType) -> Option<Vec<Answer>> {
+        None
+    }
+    fn put(&self, _: &str, _: QueryType, _: &Answers) {}
+}
+
+/// A [`Resolver`] that asks a DoH endpoint over the transport `T`, and first the cache `C`.
 #[derive(Debug, Clone)]
-pub struct DohResolver<T> {
+pub struct DohResolver<T, C = ()> {
     transport: T,
     url: String,
     method: DohMethod,
+    cache: C,
 }
 
 impl<T: HttpTransport> DohResolver<T> {
     /// A resolver using the DoH endpoint `url` (e.g. `https://cloudflare-dns.com/dns-query`).
     pub fn new(transport: T, url: impl Into<String>, method: DohMethod) -> Self {
-        DohResolver { transport, url: url.into(), method }
+        DohResolver { transport, url: url.into(), method, cache: () }
     }
 
+    /// The same resolver, answering from `cache` while its answers are fresh.
+    pub fn with_cache<C: AnswerCache>(self, cache: C) -> DohResolver<T, C> {
+        DohResolver { transport: self.transport, url: self.url, method: self.method, cache }
+    }
+}
+
+impl<T: HttpTransport, C: AnswerCache> DohResolver<T, C> {
     pub fn transport(&self) -> &T {
         &self.transport
     }
 
-    /// One query, decoded.
-    pub async fn query(&self, name: &str, qtype: QueryType) -> Result<Vec<Answer>, DnsError> {
+    pub fn cache(&self) -> &C {
+        &self.cache
+    }
+
+    /// One query, decoded, with its TTL (asks the network even when the cache has the answer).
+    pub async fn query_answers(&self, name: &str, qtype: QueryType) -> Result<Answers, DnsError> {
         let wire = encode_query(name, qtype)?;
         let resp = self
             .transport
             .send(request(&self.url, self.method, &wire))
             .await
             .map_err(|e| dns_err(name, format!("DoH request failed: {e}")))?;
-        decode_http(name, qtype, &resp)
+        decode_http_answers(name, qtype, &resp)
+    }
+
+    /// One query, decoded: from the cache while fresh, else from the network (and then cached).
+    pub async fn query(&self, name: &str, qtype: QueryType) -> Result<Vec<Answer>, DnsError> {
+        if let Some(hit) = self.cache.get(name, qtype) {
+            return Ok(hit);
+        }
+        let answers = self.query_answers(name, qtype).await?;
+        self.cache.put(name, qtype, &answers);
+        Ok(answers.records)
     }
 }
 
-impl<T: HttpTransport> Resolver for DohResolver<T> {
+impl<T: HttpTransport, C: AnswerCache> Resolver for DohResolver<T, C> {
     async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
         let answers = self.query(name, QueryType::Txt).await?;
         Ok(answers.into_iter().filter_map(|a| if let Answer::Txt(t) = a { Some(t) } else { None }).collect())
@@ -428,7 +543,7 @@ mod tests {
     use futures::executor::block_on;
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::rdata::svcb::{Alpn, EchConfigList, IpHint, Mandatory, SvcParamValue, SVCB};
-    use hickory_proto::rr::rdata::{CNAME, TXT};
+    use hickory_proto::rr::rdata::{CNAME, SOA, TXT};
     use hickory_proto::rr::RecordType;
     use hickory_proto::rr::{RData, Record};
     use std::cell::RefCell;
@@ -676,6 +791,86 @@ mod tests {
         assert_eq!(decode_http("x.test", QueryType::Txt, &resp).unwrap_err().reason, "DoH server answered HTTP 503");
         let ok = HttpResponse::new(200, Some(DNS_MESSAGE), full);
         assert_eq!(decode_http("x.test", QueryType::Txt, &ok).unwrap(), [Answer::Txt("v=atp1 allow=all".into())]);
+    }
+
+    #[test]
+    fn answers_keep_their_ttls() {
+        let with_ttl = |owner: &str, ttl: u32, data: RData| Record::from_rdata(name(owner), ttl, data);
+        let wire = response(
+            "ats._atp.a.test.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            vec![
+                with_ttl("ats._atp.a.test.", 600, RData::CNAME(CNAME(name("p.b.test.")))),
+                with_ttl("p.b.test.", 300, RData::TXT(TXT::new(vec!["v=atp1".into()]))),
+                with_ttl("p.b.test.", 900, RData::TXT(TXT::new(vec!["v=atp1 deny=all".into()]))),
+                with_ttl("unrelated.test.", 5, RData::TXT(TXT::new(vec!["x".into()]))),
+            ],
+        );
+        let a = decode_answers("ats._atp.a.test", QueryType::Txt, &wire).unwrap();
+        assert_eq!((a.records.len(), a.ttl), (2, Some(300)));
+        let short_cname = response(
+            "x.test.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            vec![
+                with_ttl("x.test.", 30, RData::CNAME(CNAME(name("y.test.")))),
+                with_ttl("y.test.", 300, RData::TXT(TXT::new(vec!["v".into()]))),
+            ],
+        );
+        assert_eq!(decode_answers("x.test", QueryType::Txt, &short_cname).unwrap().ttl, Some(30));
+        // Negative answers: the SOA's min(TTL, MINIMUM) (RFC 2308 §5); none without an SOA.
+        let negative = |rcode: ResponseCode, soa: Option<(u32, u32)>| {
+            let mut m = Message::new(0, MessageType::Response, OpCode::Query);
+            m.metadata.response_code = rcode;
+            m.add_query(Query::query(name("x.test."), RecordType::TXT));
+            if let Some((ttl, minimum)) = soa {
+                let data = SOA::new(name("ns.test."), name("hostmaster.test."), 1, 3600, 600, 86400, minimum);
+                m.add_authority(Record::from_rdata(name("test."), ttl, RData::SOA(data)));
+            }
+            decode_answers("x.test", QueryType::Txt, &m.to_vec().unwrap()).unwrap()
+        };
+        assert_eq!(negative(ResponseCode::NXDomain, Some((300, 60))), Answers { records: vec![], ttl: Some(60) });
+        assert_eq!(negative(ResponseCode::NoError, Some((30, 60))).ttl, Some(30));
+        assert_eq!(negative(ResponseCode::NXDomain, None).ttl, None);
+        assert_eq!(negative(ResponseCode::NoError, None).ttl, None);
+        // An NXDOMAIN whose rest is garbage is still "no records", without a TTL.
+        let nx = response("x.test.", RecordType::TXT, ResponseCode::NXDomain, vec![]);
+        let cut = decode_answers("x.test", QueryType::Txt, &nx[..nx.len() - 2]).unwrap();
+        assert_eq!(cut, Answers { records: vec![], ttl: None });
+        let ok = HttpResponse::new(200, Some(DNS_MESSAGE), wire);
+        assert_eq!(decode_http_answers("ats._atp.a.test", QueryType::Txt, &ok).unwrap().ttl, Some(300));
+    }
+
+    /// Answers by (name, type), with the TTL each was offered with.
+    #[derive(Default)]
+    struct Remembered(RefCell<HashMap<(String, QueryType), Answers>>);
+
+    impl AnswerCache for Remembered {
+        fn get(&self, name: &str, qtype: QueryType) -> Option<Vec<Answer>> {
+            self.0.borrow().get(&(name.to_owned(), qtype)).map(|a| a.records.clone())
+        }
+        fn put(&self, name: &str, qtype: QueryType, answers: &Answers) {
+            self.0.borrow_mut().insert((name.to_owned(), qtype), answers.clone());
+        }
+    }
+
+    #[test]
+    fn a_cache_answers_first_and_gets_every_decoded_answer() {
+        let mut doh = FakeDoh::default();
+        doh.add("ats._atp.a.test", RData::TXT(TXT::new(vec!["v=atp1 allow=all".into()])));
+        doh.fail.push("broken.test".into());
+        let r = DohResolver::new(&doh, "https://dns.test/dns-query", DohMethod::Get).with_cache(Remembered::default());
+        for _ in 0..3 {
+            assert_eq!(block_on(r.txt("ats._atp.a.test")).unwrap(), ["v=atp1 allow=all"]);
+        }
+        assert_eq!(doh.requests.borrow().len(), 1, "asked once, then answered from the cache");
+        assert!(block_on(r.svcb("_atp.none.test")).unwrap().is_empty());
+        assert!(block_on(r.txt("broken.test")).is_err());
+        let cached = r.cache().0.borrow();
+        assert_eq!(cached[&("ats._atp.a.test".to_owned(), QueryType::Txt)].ttl, Some(300));
+        assert_eq!(cached[&("_atp.none.test".to_owned(), QueryType::Svcb)], Answers::default(), "NXDOMAIN, no SOA");
+        assert!(!cached.contains_key(&("broken.test".to_owned(), QueryType::Txt)), "failures are not cached");
     }
 
     /// A DoH server in memory: answers from zone tables, records each request.

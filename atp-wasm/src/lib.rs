@@ -26,6 +26,7 @@
 //! | [`relay`] | the server's behaviour: API definition, handlers, storage traits, credentials, counters (design §1) |
 //! | [`retry`] | delivery outcome classes and the backoff schedule (design §3) |
 //! | [`error`] | protocol rejections `(status, error_code, message)` and their JSON shape |
+//! | `js` | the npm package's JS bindings (wasm32 with the `js` feature only) |
 
 pub mod canonical;
 pub mod client;
@@ -44,7 +45,9 @@ pub mod relay;
 pub mod retry;
 pub mod sign;
 
-#[cfg(target_arch = "wasm32")]
+/// The npm package's JS API; behind the `js` feature, so that a Rust home compiled to wasm32
+/// (atp-worker) does not carry it (docs/design.md §1.1).
+#[cfg(all(target_arch = "wasm32", feature = "js"))]
 pub mod js;
 
 pub use error::{ErrorCode, Rejection};

@@ -1,5 +1,7 @@
 //! The Workers runtime binding (wasm32 only): Workers KV behind [`Kv`], `fetch` behind the core's
-//! [`HttpTransport`] (with a timeout), and the `fetch` and `scheduled` event handlers.
+//! [`HttpTransport`] (with a timeout), and the `fetch` and `scheduled` event handlers: a workers-rs
+//! request becomes the core's [`ApiRequest`], its [`Handled`] answer a response, and a message it
+//! queued is attempted in `waitUntil` after the response.
 //!
 //! Bindings (`wrangler.toml`): KV namespaces `AGENTS`, `MAIL`, `QUEUE`; vars and secrets as in
 //! [`crate::config`]; a Cron trigger for the sweep.
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use atp_wasm::env::StoreError;
 use atp_wasm::http::{self, HttpError, HttpRequest, HttpResponse, HttpTransport};
+use atp_wasm::relay::{api, ApiRequest, Handled};
 use atp_wasm::{ErrorCode, Rejection};
 use futures_util::future::{select, Either};
 use worker::{
@@ -20,8 +23,8 @@ use worker::{
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::kv::{Kv, Listed, Page, Put};
-use crate::relay::{rejection_response, too_large, ApiRequest, Isolate, Relay};
-use crate::store::Stores;
+use crate::store::Namespaces;
+use crate::worker::{Isolate, Worker};
 
 /// How long one outbound request (DoH or transfer) may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,7 +42,7 @@ fn isolate() -> Rc<Isolate> {
 }
 
 fn kv_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::new(e.to_string())
 }
 
 /// A Workers KV namespace.
@@ -126,43 +129,48 @@ fn config(env: &Env) -> Result<Config, String> {
     .map_err(|e| e.to_string())
 }
 
-fn relay(env: &Env) -> Result<Relay<WorkerKv, FetchTransport>, String> {
+fn worker(env: &Env) -> Result<Worker<WorkerKv, FetchTransport>, String> {
     let cfg = config(env)?;
     let ns = |name: &str| env.kv(name).map(WorkerKv).map_err(|e| format!("KV namespace {name}: {e}"));
-    let stores = Stores { agents: ns("AGENTS")?, mail: ns("MAIL")?, queue: ns("QUEUE")? };
-    Ok(Relay::new(cfg, stores, FetchTransport, clock(), isolate()))
+    let namespaces = Namespaces { agents: ns("AGENTS")?, mail: ns("MAIL")?, queue: ns("QUEUE")? };
+    Ok(Worker::new(cfg, namespaces, FetchTransport, clock(), isolate()))
 }
 
+/// The request as the core's relay takes it, with the client's address from `CF-Connecting-IP`
+/// (set by Cloudflare's edge). A body over the route's limit is refused before it is read when
+/// `Content-Length` announces it, and after reading otherwise.
 async fn api_request(mut req: Request) -> Result<ApiRequest, Rejection> {
-    let bad = |e: worker::Error| Rejection::new(400, ErrorCode::BadRequest, format!("Could not read the request: {e}"));
-    let url = req.url().map_err(bad)?;
+    let bad = |e: worker::Error| Rejection::new(ErrorCode::BadRequest, format!("Could not read the request: {e}"));
+    // The path and query from the URL as the runtime serialized it, without parsing it again
+    // (`Request::url` would link a URL parser with its IDNA tables into the module).
+    let method = req.method().to_string();
+    let path = req.path();
+    let url = req.inner().url();
+    let query = url.split_once('?').map_or("", |(_, q)| q.split('#').next().unwrap_or(""));
     let headers: Vec<(String, String)> = req.headers().entries().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
-    let max = atp_wasm::MAX_MESSAGE_SIZE;
+    let max = api::find(&method, &path).map_or(api::MAX_SMALL_BODY, |r| r.body_limit());
     let declared = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large(max));
+        return Err(api::too_large(max));
     }
     let body = req.bytes().await.map_err(bad)?;
     if body.len() > max {
-        return Err(too_large(max));
+        return Err(api::too_large(max));
     }
     let source_ip = headers.iter().find(|(n, _)| n == "cf-connecting-ip").and_then(|(_, v)| v.trim().parse().ok());
-    Ok(ApiRequest {
-        method: req.method().to_string(),
-        path: url.path().to_owned(),
-        query: url.query().unwrap_or("").to_owned(),
-        headers,
-        body,
-        source_ip,
-    })
+    Ok(ApiRequest { method, path, query: query.to_owned(), headers, body, source_ip })
 }
 
-fn response(r: HttpResponse) -> worker::Result<Response> {
+/// The runtime's response. `Connection` is left to the platform (it manages connections).
+fn response(h: Handled) -> worker::Result<Response> {
     let headers = Headers::new();
-    if let Some(ct) = &r.content_type {
+    if let Some(ct) = &h.response.content_type {
         headers.set("content-type", ct)?;
     }
-    Ok(Response::from_bytes(r.body)?.with_status(r.status).with_headers(headers))
+    for (n, v) in h.headers.iter().filter(|(n, _)| n != "connection") {
+        headers.set(n, v)?;
+    }
+    Ok(Response::from_bytes(h.response.body)?.with_status(h.response.status).with_headers(headers))
 }
 
 #[event(start)]
@@ -172,36 +180,38 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let relay = match relay(&env) {
-        Ok(r) => Rc::new(r),
+    let worker = match worker(&env) {
+        Ok(w) => Rc::new(w),
         Err(e) => {
             console_error!("atp-worker is misconfigured: {e}");
-            let r = Rejection::new(503, ErrorCode::TempFailure, "Relay misconfigured, retry later").with("details", e);
-            return response(rejection_response(&r));
+            let r = Rejection::new(ErrorCode::TempFailure, "Relay misconfigured, retry later").with("details", e);
+            return response(Handled::rejection(&r));
         }
     };
     let api = match api_request(req).await {
         Ok(a) => a,
-        Err(r) => return response(rejection_response(&r)),
+        Err(r) => {
+            worker.isolate().relay.stats.rejected(r.code);
+            return response(Handled::rejection(&r));
+        }
     };
-    let handled = relay.handle(api).await;
-    if let Some((key, entry)) = handled.follow_up {
-        let r = relay.clone();
+    let handled = worker.handle(&api).await;
+    if let Some(queued) = handled.queued.clone() {
+        let w = worker.clone();
         ctx.wait_until(async move {
-            let nonce = entry.nonce.clone();
-            match r.deliver_now(key, entry).await {
-                Ok(p) => console_log!("delivery of {nonce}: {p:?}"),
-                Err(e) => console_error!("delivery of {nonce}: {e}"),
+            match w.deliver_now(&queued).await {
+                Ok(p) => console_log!("delivery of {}: {p:?}", queued.nonce),
+                Err(e) => console_error!("delivery of {}: {e}", queued.nonce),
             }
         });
     }
-    response(handled.response)
+    response(handled)
 }
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    match relay(&env) {
-        Ok(r) => match r.sweep().await {
+    match worker(&env) {
+        Ok(w) => match w.sweep().await {
             Ok(report) => console_log!("sweep: {report:?}"),
             Err(e) => console_error!("sweep failed: {e}"),
         },

@@ -1,5 +1,6 @@
-//! The relay's configuration: Worker vars and secrets (`wrangler.toml` `[vars]`, `wrangler secret
-//! put`), read through a lookup function so that the parsing is testable natively.
+//! The worker's configuration: Worker vars and secrets (`wrangler.toml` `[vars]`, `wrangler secret
+//! put`), read through a lookup function so that the parsing is testable natively. What the core's
+//! relay needs (domain, admin token, registration policy) becomes its [`RelayConfig`].
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
@@ -17,20 +18,14 @@
 //! | `OUTBOUND_SCHEME` | var, **tests only** | `http` makes transfers use `http://host:port` instead of `https://` (a peer on loopback without TLS) |
 
 use atp_wasm::keys::DomainKey;
+use atp_wasm::relay::credentials::Argon2Params;
+use atp_wasm::relay::{Registration, RelayConfig};
 use atp_wasm::retry::RetryPolicy;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 /// The public resolver used when `DOH_URL` is not set.
 pub const DEFAULT_DOH_URL: &str = "https://cloudflare-dns.com/dns-query";
-
-/// Who may register agents (as atp-native's `--registration`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Registration {
-    Open,
-    Token,
-    Closed,
-}
 
 /// A var or secret is missing or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,21 +39,20 @@ fn bad(name: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { name, problem: problem.into() }
 }
 
-/// Everything the relay reads from its environment.
+/// Everything the worker reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub domain: String,
+    /// The core relay's part: domain (lowercase), admin token, registration policy.
+    pub relay: RelayConfig,
     pub key: DomainKey,
     pub selector: String,
-    pub admin_token: Option<String>,
-    pub registration: Registration,
     pub doh_url: String,
     pub doh_post: bool,
     pub policy: RetryPolicy,
     pub sweep_batch: usize,
     pub subrequest_budget: u32,
-    pub argon2_memory_kib: u32,
-    pub argon2_iterations: u32,
+    /// The cost of new password hashes.
+    pub argon2: Argon2Params,
     /// `https` in production; `http` only for tests against a loopback peer without TLS.
     pub outbound_scheme: String,
 }
@@ -96,11 +90,10 @@ impl Config {
         let key = parse_domain_key(&get("DOMAIN_KEY").ok_or_else(|| bad("DOMAIN_KEY", "secret not set"))?)
             .map_err(|e| bad("DOMAIN_KEY", e))?;
         let selector = opt("KEY_SELECTOR").unwrap_or_else(|| "default".into());
-        let registration = match opt("REGISTRATION").as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("open") => Registration::Open,
-            Some("token") => Registration::Token,
-            Some("closed") => Registration::Closed,
-            Some(other) => return Err(bad("REGISTRATION", format!("expected open, token or closed, got {other:?}"))),
+        let registration = match opt("REGISTRATION") {
+            None => Registration::Open,
+            Some(v) => Registration::parse(&v)
+                .ok_or_else(|| bad("REGISTRATION", format!("expected open, token or closed, got {v:?}")))?,
         };
         let doh_post = match opt("DOH_METHOD").as_deref().map(str::to_ascii_uppercase).as_deref() {
             None | Some("GET") => false,
@@ -118,21 +111,29 @@ impl Config {
             Some("http") => "http".to_owned(),
             Some(other) => return Err(bad("OUTBOUND_SCHEME", format!("expected https or http, got {other:?}"))),
         };
+        let mut relay = RelayConfig::new(&domain);
+        relay.admin_token = opt("ADMIN_TOKEN");
+        relay.registration = registration;
         Ok(Config {
-            domain,
+            relay,
             key,
             selector,
-            admin_token: opt("ADMIN_TOKEN"),
-            registration,
             doh_url: opt("DOH_URL").unwrap_or_else(|| DEFAULT_DOH_URL.into()),
             doh_post,
             policy,
             sweep_batch: num("SWEEP_BATCH", 20)?.clamp(1, 500) as usize,
             subrequest_budget: num("SUBREQUEST_BUDGET", 45)?.clamp(5, 10_000) as u32,
-            argon2_memory_kib: num("ARGON2_MEMORY_KIB", 19_456)?.clamp(8, 1 << 20) as u32,
-            argon2_iterations: num("ARGON2_ITERATIONS", 2)?.clamp(1, 100) as u32,
+            argon2: Argon2Params {
+                memory_kib: num("ARGON2_MEMORY_KIB", 19_456)?.clamp(8, 1 << 20) as u32,
+                iterations: num("ARGON2_ITERATIONS", 2)?.clamp(1, 100) as u32,
+            },
             outbound_scheme,
         })
+    }
+
+    /// The domain served.
+    pub fn domain(&self) -> &str {
+        &self.relay.domain
     }
 }
 
@@ -155,13 +156,14 @@ mod tests {
     fn defaults_and_required_values() {
         let seed = seed_b64(&[7; 32]);
         let c = cfg(&[("DOMAIN", "Relay.Test"), ("DOMAIN_KEY", &seed)]).unwrap();
-        assert_eq!(c.domain, "relay.test");
+        assert_eq!(c.domain(), "relay.test");
         assert_eq!(c.selector, "default");
-        assert_eq!(c.registration, Registration::Open);
+        assert_eq!(c.relay.registration, Registration::Open);
+        assert_eq!(c.argon2, Argon2Params::default());
         assert_eq!(c.doh_url, DEFAULT_DOH_URL);
         assert_eq!(c.policy, RetryPolicy::default());
         assert_eq!(c.outbound_scheme, "https");
-        assert_eq!(c.admin_token, None);
+        assert_eq!(c.relay.admin_token, None);
         assert_eq!(c.key.public_key(), DomainKey::from_seed(&[7; 32]).public_key());
         assert_eq!(cfg(&[("DOMAIN_KEY", &seed)]).unwrap_err().name, "DOMAIN");
         assert_eq!(cfg(&[("DOMAIN", "a.test")]).unwrap_err().name, "DOMAIN_KEY");
@@ -187,15 +189,15 @@ mod tests {
             ("DOH_METHOD", "post"),
         ])
         .unwrap();
-        assert_eq!(c.registration, Registration::Token);
-        assert_eq!(c.admin_token.as_deref(), Some("tok"));
+        assert_eq!(c.relay.registration, Registration::Token);
+        assert_eq!(c.relay.admin_token.as_deref(), Some("tok"));
         assert_eq!(c.policy, RetryPolicy { base_secs: 1, cap_secs: 5, max_age_secs: 60 });
         assert_eq!(c.outbound_scheme, "http");
         assert!(c.doh_post);
         assert_eq!(with(&[("REGISTRATION", "maybe")]).unwrap_err().name, "REGISTRATION");
         assert_eq!(with(&[("RETRY_BASE", "soon")]).unwrap_err().name, "RETRY_BASE");
         assert_eq!(with(&[("OUTBOUND_SCHEME", "ftp")]).unwrap_err().name, "OUTBOUND_SCHEME");
-        assert_eq!(with(&[("ADMIN_TOKEN", "  ")]).unwrap().admin_token, None);
+        assert_eq!(with(&[("ADMIN_TOKEN", "  ")]).unwrap().relay.admin_token, None);
     }
 
     #[test]

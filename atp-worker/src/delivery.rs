@@ -1,24 +1,19 @@
-//! Outbound delivery (docs/design.md §3, §4), with atp-native's rules on Workers primitives:
+//! Outbound delivery on Workers primitives (docs/design.md §3, §4): the core's state machine
+//! ([`atp_wasm::delivery`]: attempt, settle, per-domain backoff, bounce notice) applied to the KV
+//! queue.
 //!
 //! * A local agent's message for another domain is queued in KV under a short lease
-//!   (`q/<now + LEASE>/<nonce>`) and attempted right after the 202 is sent (`waitUntil`). A Cron
-//!   trigger runs [`Relay::sweep`]: it lists `q/` (keys sort by due time), takes at most
-//!   `SWEEP_BATCH` due messages, leases each (moves it to a later key) and attempts it. An attempt
-//!   that dies mid-way is picked up again when its lease is due. KV is eventually consistent, so
-//!   two sweeps may attempt one message twice; the receiver's idempotency (docs/design.md §3) makes that
-//!   harmless.
-//! * **Attempt:** sign with the domain key (`DOMAIN_KEY`, selector `KEY_SELECTOR`), discover the
-//!   endpoints by DoH SVCB (`_atp` → `_agent` → SRV), POST `https://host:port/.well-known/atp/v1/message`
-//!   to each until one answers.
-//! * **Outcomes** ([`atp_wasm::retry`]): 2xx delivered; 4xx other than 408/429 permanent (bounce now
-//!   with the receiver's error); 408/429/451/5xx, DNS failures, network errors, timeouts temporary;
-//!   no ATP records permanent.
-//! * **Backoff per domain** (`b/<domain>` in KV): a temporary failure blocks the destination for an
-//!   exponentially growing, jittered, capped delay ([`RetryPolicy`]); its messages due meanwhile are
-//!   moved to the end of the block without an attempt. An answer from the domain resets it.
-//! * **Bounces**: refused for good, or still undelivered at `MAX_AGE`: a notice from
-//!   `postmaster@<domain>` with `subject`, `body`, `original_nonce`, `error_code`, `status` and
-//!   `error` lands in the sender's inbox.
+//!   (`q/<now + LEASE>/<nonce>`, [`crate::store::LEASE_SECS`]) and attempted right after the 202
+//!   is sent (`waitUntil`, [`Worker::deliver_now`]). A Cron trigger runs [`Worker::sweep`]: it lists
+//!   `q/` (keys sort by due time), takes at most `SWEEP_BATCH` due messages, leases each (moves it
+//!   to a later key) and attempts it. An attempt that dies mid-way is picked up again when its
+//!   lease is due. KV is eventually consistent, so two sweeps may attempt one message twice; the
+//!   receiver's idempotency (docs/design.md §3) makes that harmless.
+//! * **Backoff per domain** (`b/<domain>` in KV, [`Backoff`]): a destination backing off has its
+//!   due messages moved to the end of the block without an attempt; an answer from it resets it.
+//! * **Subrequest budget** ([`crate::budget`]): an attempt that failed because the invocation ran
+//!   out of subrequests is not the destination's fault: the message is due again at once, with no
+//!   attempt counted and no backoff (the one rule of the worker's own).
 //! * **Limits**: a sweep attempts at most `SWEEP_BATCH` messages, several destination domains at
 //!   once (at most [`PARALLEL_DOMAINS`], Workers' simultaneous connections), and stops starting
 //!   attempts when fewer than [`MIN_BUDGET`] subrequests are left.
@@ -26,45 +21,24 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use atp_wasm::delivery::{self, attempt, bounce_notice, Backoff, Bounced, Failure, Settlement, Signer};
 use atp_wasm::env::StoreError;
-use atp_wasm::http::{HttpRequest, HttpTransport};
-use atp_wasm::message::Message;
-use atp_wasm::records::svcb::{discover, DiscoveryError, Endpoint};
-use atp_wasm::retry::{classify_status, Outcome, RetryPolicy};
-use atp_wasm::sign::sign_message;
-use serde_json::{json, Value};
+use atp_wasm::http::HttpTransport;
+use atp_wasm::relay::store::MessageInfo;
+use atp_wasm::relay::Queued;
+use atp_wasm::retry::Outcome;
 
 use crate::budget::EXHAUSTED;
-use crate::clock::{jitter, random_u32};
+use crate::clock::jitter;
 use crate::kv::Kv;
 use crate::layout;
-use crate::relay::{inc, Relay, LEASE_SECS};
-use crate::store::{Backoff, QueueEntry, Record};
+use crate::store::{QueueEntry, LEASE_SECS};
+use crate::worker::Worker;
 
 /// Destination domains attempted at once by a sweep.
 pub const PARALLEL_DOMAINS: usize = 6;
 /// Subrequests an attempt may need when nothing is cached (three DoH lookups and the transfer).
 pub const MIN_BUDGET: u32 = 4;
-
-/// Why an attempt did not deliver.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub outcome: Outcome,
-    /// The receiver's HTTP status, if it answered.
-    pub status: Option<u16>,
-    /// The receiver's `error_code`, or ours for failures before an answer.
-    pub error_code: String,
-    pub error: String,
-    /// The invocation ran out of subrequests: not the destination's fault.
-    pub out_of_budget: bool,
-}
-
-impl Failure {
-    fn before_answer(outcome: Outcome, code: &str, error: String) -> Self {
-        let out_of_budget = error.contains(EXHAUSTED);
-        Failure { outcome, status: None, error_code: code.into(), error, out_of_budget }
-    }
-}
 
 /// What became of one queued message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +49,7 @@ pub enum Processed {
     Retry(i64),
     /// Not attempted: its domain is backing off until this time.
     Deferred(i64),
-    /// Not attempted: no subrequests left in this invocation.
+    /// Not attempted, or failed for want of subrequests in this invocation.
     NoBudget,
     /// Gone from the queue already (another sweep took it).
     Gone,
@@ -104,140 +78,55 @@ impl SweepReport {
     }
 }
 
+/// Destination domains' backoff as this invocation knows it.
 type Domains = RefCell<HashMap<String, Backoff>>;
 
-/// The bounce notice for `entry` (docs/protocol.md §8.3 plus `error_code`, `status`, `error`), signed
-/// like any message of ours, from `postmaster@<domain>` to the original sender.
-pub fn bounce_notice(
-    domain: &str,
-    entry: &QueueEntry,
-    f: &Failure,
-    now: i64,
-    key: &atp_wasm::keys::DomainKey,
-    selector: &str,
-) -> Message {
-    let payload = json!({
-        "subject": format!("Delivery Failure: {}", entry.nonce),
-        "body": format!("Message to {} could not be delivered. Error: {}", entry.to, f.error),
-        "original_nonce": entry.nonce,
-        "error_code": f.error_code,
-        "status": f.status,
-        "error": f.error,
-    });
-    let mut msg = Message {
-        from: format!("postmaster@{domain}"),
-        to: entry.from.clone(),
-        timestamp: now,
-        nonce: atp_wasm::message::new_nonce(),
-        kind: "message".into(),
-        payload,
-        signature: None,
-        cc: Vec::new(),
-        routing: None,
-    };
-    let _ = sign_message(&mut msg, key, selector, domain, now);
-    msg
+/// Whether a failure is the invocation running out of subrequests (nothing reached the destination).
+fn out_of_budget(result: &Result<(), Failure>) -> bool {
+    matches!(result, Err(f) if f.status.is_none() && f.error.contains(EXHAUSTED))
 }
 
-/// The transfer URL of an endpoint.
-pub fn transfer_url(scheme: &str, ep: &Endpoint) -> String {
-    let host = if ep.host.contains(':') { format!("[{}]", ep.host) } else { ep.host.clone() };
-    format!("{scheme}://{host}:{}/.well-known/atp/v1/message", ep.port)
-}
-
-/// Temporary-failure bookkeeping of a domain: one more failure per backoff period.
-pub fn domain_failed(b: Backoff, now: i64, policy: &RetryPolicy, jitter: f64) -> Backoff {
-    if b.blocked_until > now {
-        return b;
-    }
-    let failures = b.failures.saturating_add(1);
-    Backoff { failures, blocked_until: now + policy.delay_secs(failures, jitter) as i64 }
-}
-
-impl<K: Kv, T: HttpTransport + Clone> Relay<K, T> {
-    /// Signs and transfers one message.
-    async fn deliver(&self, entry: &QueueEntry) -> Result<(), Failure> {
-        let mut msg = Message::parse(entry.message.as_bytes()).map_err(|e| {
-            Failure::before_answer(Outcome::Permanent, "554 5.6.0", format!("stored message unreadable: {e}"))
-        })?;
-        sign_message(&mut msg, &self.cfg.key, &self.cfg.selector, &self.cfg.domain, self.clock.now()).map_err(|e| {
-            Failure::before_answer(Outcome::Permanent, "554 5.6.0", format!("message cannot be signed: {e}"))
-        })?;
-        let endpoints = discover(&self.resolver, &entry.domain).await.map_err(|e| match e {
-            DiscoveryError::Dns(e) => Failure::before_answer(Outcome::Temporary, "451 4.4.3", e.to_string()),
-            e => Failure::before_answer(Outcome::Permanent, "550 5.1.2", e.to_string()),
-        })?;
-        let body = msg.to_json();
-        let mut last = String::from("no endpoint");
-        for ep in &endpoints {
-            let url = transfer_url(&self.cfg.outbound_scheme, ep);
-            let req = HttpRequest::post(&url, "application/atp+json", body.clone());
-            match self.outbound.send(req).await {
-                Ok(resp) => {
-                    let status = resp.status;
-                    return match classify_status(status) {
-                        Outcome::Delivered => Ok(()),
-                        outcome => {
-                            let v: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
-                            let text = |k: &str| {
-                                v.get(k).and_then(Value::as_str).map(|s| s.chars().take(500).collect::<String>())
-                            };
-                            Err(Failure {
-                                outcome,
-                                status: Some(status),
-                                error_code: text("error_code").unwrap_or_default(),
-                                error: text("error")
-                                    .or_else(|| text("detail"))
-                                    .unwrap_or_else(|| format!("HTTP {status}")),
-                                out_of_budget: false,
-                            })
-                        }
-                    };
-                }
-                Err(e) => {
-                    last = format!("{url}: {e}");
-                    if e.0.contains(EXHAUSTED) {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(Failure::before_answer(Outcome::Temporary, "451 4.4.1", last))
+impl<K: Kv, T: HttpTransport + Clone> Worker<K, T> {
+    fn signer(&self) -> Signer<'_> {
+        Signer { domain: self.cfg.domain(), key: &self.cfg.key, selector: &self.cfg.selector }
     }
 
     async fn backoff_of(&self, domain: &str, domains: &Domains) -> Result<Backoff, StoreError> {
         if let Some(b) = domains.borrow().get(domain) {
             return Ok(*b);
         }
-        let b = self.stores.backoff(domain).await?;
+        let b = self.store.backoff(domain).await?;
         domains.borrow_mut().insert(domain.to_owned(), b);
         Ok(b)
     }
 
     async fn set_backoff(&self, domain: &str, b: Backoff, domains: &Domains) -> Result<(), StoreError> {
         domains.borrow_mut().insert(domain.to_owned(), b);
-        self.stores.set_backoff(domain, b, self.clock.now()).await
+        self.store.set_backoff(domain, b, self.clock.now()).await
     }
 
-    /// Moves a queue entry to a new due time (new key first, then the old one goes).
-    async fn move_entry(&self, key: &str, due: i64, entry: &QueueEntry) -> Result<String, StoreError> {
+    /// Moves a queue entry to a new due time (new key first, then the old one goes). `rewrite`:
+    /// the entry changed, so it is written even when the key stays.
+    async fn move_entry(&self, key: &str, due: i64, entry: &QueueEntry, rewrite: bool) -> Result<String, StoreError> {
         let new_key = layout::queue_key(due, &entry.nonce);
+        if new_key != key || rewrite {
+            self.store.put_entry(due, entry).await?;
+        }
         if new_key != key {
-            self.stores.put_entry(due, entry).await?;
-            self.stores.delete_entry(key).await?;
+            self.store.delete_entry(key).await?;
         }
         Ok(new_key)
     }
 
-    fn record(&self, entry: &QueueEntry, status: &str, next: Option<i64>, error: Option<String>) -> Record {
-        Record {
+    fn record(&self, entry: &QueueEntry, status: &str, next: Option<i64>, error: Option<String>) -> MessageInfo {
+        MessageInfo {
             nonce: entry.nonce.clone(),
             from: entry.from.clone(),
             to: entry.to.clone(),
             status: status.into(),
             created_at: entry.created_at,
             updated_at: self.clock.now(),
-            attempts: entry.attempts,
+            attempts: i64::from(entry.attempts),
             next_attempt_at: next,
             error,
         }
@@ -248,18 +137,21 @@ impl<K: Kv, T: HttpTransport + Clone> Relay<K, T> {
     pub async fn process(&self, key: String, entry: QueueEntry, domains: &Domains) -> Result<Processed, StoreError> {
         let now = self.clock.now();
         let b = self.backoff_of(&entry.domain, domains).await?;
-        if b.blocked_until > now {
-            self.move_entry(&key, b.blocked_until, &entry).await?;
+        if b.blocks(now) {
+            self.move_entry(&key, b.blocked_until, &entry, false).await?;
             return Ok(Processed::Deferred(b.blocked_until));
         }
         if self.budget.remaining() < MIN_BUDGET {
             return Ok(Processed::NoBudget);
         }
-        let lease = self.move_entry(&key, now + LEASE_SECS, &entry).await?;
-        let result = self.deliver(&entry).await;
+        let lease = self.move_entry(&key, now + LEASE_SECS, &entry, false).await?;
+        let scheme = &self.cfg.outbound_scheme;
+        let result =
+            attempt(&entry.message, &entry.domain, self.signer(), now, &self.resolver, &self.outbound, scheme).await;
         self.settle(&lease, entry, result, domains).await
     }
 
+    /// Applies the core's [`delivery::settle`] to the queue, the records and the counters.
     async fn settle(
         &self,
         key: &str,
@@ -268,103 +160,78 @@ impl<K: Kv, T: HttpTransport + Clone> Relay<K, T> {
         domains: &Domains,
     ) -> Result<Processed, StoreError> {
         let now = self.clock.now();
-        let stats = &self.iso.stats;
-        if let Err(f) = &result {
-            if f.out_of_budget {
-                // Not the destination's fault: due again at once, nothing counted.
-                self.move_entry(key, now, &entry).await?;
-                return Ok(Processed::NoBudget);
-            }
+        let stats = &self.iso.relay.stats;
+        if out_of_budget(&result) {
+            self.move_entry(key, now, &entry, false).await?;
+            return Ok(Processed::NoBudget);
         }
-        let answered = match &result {
-            Ok(()) => true,
-            Err(f) => f.status.is_some() && f.outcome == Outcome::Permanent,
-        };
-        if answered && self.backoff_of(&entry.domain, domains).await?.failures > 0 {
-            self.set_backoff(&entry.domain, Backoff::default(), domains).await?;
+        let mut backoff = self.backoff_of(&entry.domain, domains).await?;
+        if Failure::answered(&result) && backoff.failures > 0 {
+            backoff = Backoff::default();
+            self.set_backoff(&entry.domain, backoff, domains).await?;
         }
-        entry.attempts = entry.attempts.saturating_add(1);
-        match result {
-            Ok(()) => {
-                self.stores.put_record(&self.record(&entry, "delivered", None, None)).await?;
-                self.stores.delete_entry(key).await?;
-                inc(&stats.forwarded);
+        if matches!(&result, Err(f) if f.outcome == Outcome::Temporary) {
+            stats.delivery_failed.inc();
+            backoff = backoff.failed(now, &self.cfg.policy, jitter());
+            self.set_backoff(&entry.domain, backoff, domains).await?;
+        }
+        let attempts = entry.attempts;
+        entry.attempts = attempts.saturating_add(1);
+        match delivery::settle(result, entry.created_at, attempts, backoff, &self.cfg.policy, now, jitter()) {
+            Settlement::Delivered => {
+                self.store.put_record(&self.record(&entry, "delivered", None, None)).await?;
+                self.store.delete_entry(key).await?;
+                stats.forwarded.inc();
                 Ok(Processed::Delivered)
             }
-            Err(f) if f.outcome == Outcome::Permanent => self.bounce(key, &entry, f).await,
-            Err(f) => {
-                inc(&stats.delivery_failed);
-                let policy = self.cfg.policy;
-                let b = domain_failed(self.backoff_of(&entry.domain, domains).await?, now, &policy, jitter());
-                self.set_backoff(&entry.domain, b, domains).await?;
-                let n = entry.attempts.max(b.failures);
-                match policy.next_attempt(entry.created_at, now, n, jitter()) {
-                    Some(next) => {
-                        let deadline = entry.created_at + policy.max_age_secs as i64;
-                        let next = next.max(b.blocked_until.min(deadline));
-                        let error = format!("{}: {}", f.error_code, f.error);
-                        entry.last_error = Some(error.clone());
-                        self.stores.put_record(&self.record(&entry, "failed", Some(next), Some(error))).await?;
-                        // The entry's content changed (attempts, last error): rewrite it even at the same key.
-                        let new_key = layout::queue_key(next, &entry.nonce);
-                        self.stores.put_entry(next, &entry).await?;
-                        if new_key != key {
-                            self.stores.delete_entry(key).await?;
-                        }
-                        Ok(Processed::Retry(next))
-                    }
-                    None => {
-                        let expired = Failure {
-                            outcome: Outcome::Permanent,
-                            status: f.status,
-                            error_code: "554 5.4.7".into(),
-                            error: format!("undeliverable for {} s; last error: {}", policy.max_age_secs, f.error),
-                            out_of_budget: false,
-                        };
-                        self.bounce(key, &entry, expired).await
-                    }
-                }
+            Settlement::Retry { next_at, error } => {
+                entry.last_error = Some(error.clone());
+                self.store.put_record(&self.record(&entry, "failed", Some(next_at), Some(error))).await?;
+                self.move_entry(key, next_at, &entry, true).await?;
+                Ok(Processed::Retry(next_at))
             }
+            Settlement::Bounce(f) => self.bounce(key, &entry, f).await,
         }
     }
 
+    /// The core's bounce notice into the sender's inbox; the message is done.
     async fn bounce(&self, key: &str, entry: &QueueEntry, f: Failure) -> Result<Processed, StoreError> {
         let now = self.clock.now();
-        let notice = bounce_notice(&self.cfg.domain, entry, &f, now, &self.cfg.key, &self.cfg.selector);
-        let id = layout::inbox_id(self.clock.now_ms(), random_u32());
-        self.stores.put_inbox(&entry.from, id, &notice.to_json(), &self.iso.known_days).await?;
-        self.stores
-            .put_record(&Record {
-                nonce: notice.nonce.clone(),
-                from: notice.from.clone(),
-                to: notice.to.clone(),
-                status: "delivered".into(),
-                created_at: now,
-                updated_at: now,
-                attempts: 0,
-                next_attempt_at: None,
-                error: None,
-            })
-            .await?;
-        let error = format!("{}: {}", f.error_code, f.error);
-        self.stores.put_record(&self.record(entry, "bounced", None, Some(error))).await?;
-        self.stores.delete_entry(key).await?;
-        inc(&self.iso.stats.bounced);
+        let original = Bounced { nonce: &entry.nonce, from: &entry.from, to: &entry.to };
+        let notice = bounce_notice(original, &f, self.signer(), now);
+        self.store.put_inbox(&entry.from, &notice.to_json()).await?;
+        let notice_record = MessageInfo {
+            nonce: notice.nonce.clone(),
+            from: notice.from.clone(),
+            to: notice.to.clone(),
+            status: "delivered".into(),
+            created_at: now,
+            updated_at: now,
+            ..MessageInfo::default()
+        };
+        self.store.put_record(&notice_record).await?;
+        self.store.put_record(&self.record(entry, "bounced", None, Some(f.describe()))).await?;
+        self.store.delete_entry(key).await?;
+        self.iso.relay.stats.bounced.inc();
         Ok(Processed::Bounced)
     }
 
-    /// The attempt right after a submission (run in `waitUntil`).
-    pub async fn deliver_now(&self, key: String, entry: QueueEntry) -> Result<Processed, StoreError> {
-        self.process(key, entry, &RefCell::default()).await
+    /// The attempt right after a submission (run in `waitUntil`): the message the store just
+    /// queued. `None` if this invocation did not queue it.
+    pub async fn deliver_now(&self, queued: &Queued) -> Result<Option<Processed>, StoreError> {
+        let Some((key, entry)) = self.store.take_queued(&queued.nonce) else {
+            return Ok(None);
+        };
+        self.process(key, entry, &RefCell::default()).await.map(Some)
     }
 
     /// One cron run: attempts the due messages, at most `SWEEP_BATCH`, several domains at once.
     pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
-        inc(&self.iso.stats.sweeps);
+        self.iso.sweeps.set(self.iso.sweeps.get() + 1);
         let now = self.clock.now();
-        let keys = self.stores.due(now, self.cfg.sweep_batch).await?;
+        let keys = self.store.due(now, self.cfg.sweep_batch).await?;
         let mut report = SweepReport { due: keys.len(), ..Default::default() };
-        let entries = futures_util::future::join_all(keys.iter().map(|k| self.stores.entry(k))).await;
+        let entries = futures_util::future::join_all(keys.iter().map(|k| self.store.entry(k))).await;
         // Group by destination domain, keeping the due order inside each group.
         let mut groups: Vec<(String, Vec<(String, QueueEntry)>)> = Vec::new();
         for (key, entry) in keys.into_iter().zip(entries) {
@@ -401,15 +268,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_domain_backoff() {
-        let ep = Endpoint { host: "mx.a.test".into(), port: 7443, alpn: vec![] };
-        assert_eq!(transfer_url("https", &ep), "https://mx.a.test:7443/.well-known/atp/v1/message");
-        let ep6 = Endpoint { host: "::1".into(), port: 9, alpn: vec![] };
-        assert_eq!(transfer_url("http", &ep6), "http://[::1]:9/.well-known/atp/v1/message");
-        let p = RetryPolicy { base_secs: 10, cap_secs: 100, max_age_secs: 1000 };
-        let b = domain_failed(Backoff::default(), 50, &p, 0.0);
-        assert_eq!(b, Backoff { failures: 1, blocked_until: 55 });
-        assert_eq!(domain_failed(b, 54, &p, 0.0), b, "one failure per backoff period");
-        assert_eq!(domain_failed(b, 55, &p, 0.0), Backoff { failures: 2, blocked_until: 65 });
+    fn only_a_spent_budget_is_out_of_budget() {
+        let f = |status, error: &str| {
+            Err(Failure { status, ..Failure::before_answer(Outcome::Temporary, "451 4.4.1", error) })
+        };
+        assert!(out_of_budget(&f(None, &format!("https://mx.peer.test:7443/.well-known/atp/v1/message: {EXHAUSTED}"))));
+        assert!(out_of_budget(&f(
+            None,
+            &format!("DNS lookup of _atp.peer.test failed: DoH request failed: {EXHAUSTED}")
+        )));
+        assert!(!out_of_budget(&f(None, "connection refused")));
+        assert!(!out_of_budget(&f(Some(503), EXHAUSTED)), "an answer reached the destination");
+        assert!(!out_of_budget(&Ok(())));
     }
 }

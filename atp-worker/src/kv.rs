@@ -6,7 +6,7 @@
 //! There are no transactions and no atomic counters, and reads may be stale for up to a minute in
 //! other locations (eventual consistency); the layout in [`crate::layout`] is built around that.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use atp_wasm::env::StoreError;
@@ -90,7 +90,9 @@ pub async fn list_all<K: Kv>(kv: &K, prefix: &str, max: usize) -> Result<Vec<Lis
 pub struct MemoryKv {
     entries: RefCell<BTreeMap<String, (String, Option<Value>)>>,
     /// Every operation, for tests that count them.
-    pub ops: std::cell::Cell<u64>,
+    pub ops: Cell<u64>,
+    /// While set, every operation fails (tests of storage failures).
+    pub failing: Cell<bool>,
 }
 
 impl MemoryKv {
@@ -103,31 +105,35 @@ impl MemoryKv {
         self.entries.borrow().keys().cloned().collect()
     }
 
-    fn op(&self) {
+    fn op(&self) -> Result<(), StoreError> {
         self.ops.set(self.ops.get() + 1);
+        if self.failing.get() {
+            return Err(StoreError::new("KV unavailable (test)"));
+        }
+        Ok(())
     }
 }
 
 impl Kv for MemoryKv {
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.op();
+        self.op()?;
         Ok(self.entries.borrow().get(key).map(|(v, _)| v.clone()))
     }
 
     async fn put(&self, key: &str, value: &str, opts: Put) -> Result<(), StoreError> {
-        self.op();
+        self.op()?;
         self.entries.borrow_mut().insert(key.to_owned(), (value.to_owned(), opts.metadata));
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.op();
+        self.op()?;
         self.entries.borrow_mut().remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, cursor: Option<String>, limit: u32) -> Result<Page, StoreError> {
-        self.op();
+        self.op()?;
         let skip: usize = cursor.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
         let limit = limit.clamp(1, MAX_PAGE) as usize;
         let entries = self.entries.borrow();

@@ -5,7 +5,7 @@
 //! | `AGENTS` | `a/<agent id>` | `{"hash": <argon2id PHC>, "created_at": s}`; metadata `{"created_at": s}` |
 //! | `MAIL` | `i/<agent>/<day>/<id>` | a message in the agent's inbox (JSON as stored) |
 //! | `MAIL` | `x/<agent>/<day>` | marks a day on which the agent received mail (value `1`) |
-//! | `MAIL` | `m/<nonce>` | the message record `inspect` shows ([`crate::store::Record`]) |
+//! | `MAIL` | `m/<nonce>` | the message record `inspect` shows (the core's [`atp_wasm::relay::store::MessageInfo`]) |
 //! | `MAIL` | `d/<sender domain>/<nonce>` | hex SHA-256 of an accepted message, for the 5-day horizon |
 //! | `QUEUE` | `q/<due>/<nonce>` | an outbound message waiting for its next attempt ([`crate::store::QueueEntry`]) |
 //! | `QUEUE` | `b/<domain>` | backoff of a destination domain (`{"failures", "blocked_until"}`) |
@@ -81,6 +81,11 @@ pub fn parse_day_marker(key: &str) -> Option<i64> {
 /// `m/<nonce>`.
 pub fn record_key(nonce: &str) -> String {
     format!("m/{nonce}")
+}
+
+/// `u/<agent>`: what an agent's inbox holds (its quota, docs/design.md §5b).
+pub fn usage_key(agent: &str) -> String {
+    format!("u/{agent}")
 }
 
 /// `d/<sender domain>/<nonce>`.

@@ -1,35 +1,33 @@
 //! # atp-worker — the ATP edge relay on Cloudflare Workers
 //!
-//! A full ATP server for one domain (docs/design.md §4): agents submit and read mail with their
-//! credentials (argon2id hashes in KV), other servers transfer mail to it (ATS from
-//! `CF-Connecting-IP`, ATK by DNS over HTTPS, both checked by the core's pipeline), and its agents'
-//! mail for other domains is signed with the domain key (a Worker secret), found by DoH SVCB and
-//! sent with `fetch`, retried from a KV queue that a Cron trigger sweeps.
-//!
-//! The relay logic ([`relay`], [`delivery`], [`store`]) is independent of the Workers runtime and
-//! is tested natively with an in-memory store; [`cf`] (wasm32 only) binds it to Workers KV,
-//! `fetch` and the `fetch`/`scheduled` events.
+//! A full ATP server for one domain (docs/design.md §4), as a thin adapter of the core: every route
+//! is the core's relay ([`atp_wasm::relay`]: registration, authentication, submissions, transfers
+//! checked by the inbound pipeline, inbox, admin routes, counters) and every delivery decision the
+//! core's state machine ([`atp_wasm::delivery`]). The worker adds what only a worker has:
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`config`] | vars and secrets |
-//! | [`relay`] | the HTTP routes |
-//! | [`delivery`] | outbound transfers, retries, bounces, the cron sweep |
-//! | [`store`], [`layout`], [`kv`] | state in KV |
-//! | [`dnscache`] | DoH answers cached for their TTL |
-//! | [`credentials`] | argon2id and the verified-credential cache |
+//! | [`worker`] | one invocation: the core relay over KV, DoH and inline argon2id; the isolate's state |
+//! | [`store`], [`layout`], [`kv`] | the core's storage traits over three KV namespaces; the retry queue |
+//! | [`delivery`] | the KV queue: attempt after the 202, cron sweeps, leases, per-domain backoff |
+//! | [`dnscache`] | DoH answers kept in the isolate for their TTL |
 //! | [`budget`] | the per-invocation subrequest cap |
+//! | [`config`] | vars and secrets |
+//! | [`clock`] | milliseconds from `Date.now()` (or a hand-moved clock in tests) |
+//! | `cf` | the Workers runtime (wasm32 only): KV, `fetch`, the `fetch` and `scheduled` events |
+//!
+//! Everything but `cf` is independent of the Workers runtime and tested natively with an
+//! in-memory KV (`cargo test -p atp-worker`).
 
 pub mod budget;
 pub mod clock;
 pub mod config;
-pub mod credentials;
 pub mod delivery;
 pub mod dnscache;
 pub mod kv;
 pub mod layout;
-pub mod relay;
 pub mod store;
+pub mod worker;
 
 #[cfg(target_arch = "wasm32")]
 pub mod cf;

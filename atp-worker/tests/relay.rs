@@ -1,6 +1,7 @@
-//! The relay's routes and delivery, natively: in-memory KV, a hand-moved clock, and a fake network
-//! that answers DoH queries from a zone table (real DNS wire format, built by hickory-proto) and
-//! transfers with a scripted peer. The same code runs in workerd (tests/worker/run.sh).
+//! The worker end to end, natively: the core's relay over the worker's KV store, its delivery
+//! queue and DoH cache, with in-memory KV, a hand-moved clock, and a fake network that answers DoH
+//! queries from a zone table (real DNS wire format, built by hickory-proto) and transfers with a
+//! scripted peer. The same code runs in workerd (tests/worker/run.sh).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -10,13 +11,14 @@ use atp_wasm::http::{HttpError, HttpRequest, HttpResponse, HttpTransport};
 use atp_wasm::keys::DomainKey;
 use atp_wasm::message::Message;
 use atp_wasm::records::atk::AtkRecord;
+use atp_wasm::relay::ApiRequest;
 use atp_wasm::sign::{sign_message, verify_message};
 use atp_worker::clock::Clock;
 use atp_worker::config::{seed_b64, Config};
 use atp_worker::delivery::Processed;
 use atp_worker::kv::{Kv, MemoryKv};
-use atp_worker::relay::{ApiRequest, Isolate, Relay};
-use atp_worker::store::Stores;
+use atp_worker::store::Namespaces;
+use atp_worker::worker::{Isolate, Worker};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use futures::executor::block_on;
@@ -40,6 +42,8 @@ enum Peer {
 /// The fake network: DoH from `zone`, transfers to the peer.
 struct Net {
     zone: RefCell<HashMap<(String, RecordType), Vec<RData>>>,
+    /// Names whose lookups fail (SERVFAIL).
+    failing: RefCell<Vec<String>>,
     peer: Cell<Peer>,
     received: RefCell<Vec<Message>>,
     doh_queries: Cell<u32>,
@@ -49,6 +53,7 @@ impl Net {
     fn new() -> Rc<Net> {
         Rc::new(Net {
             zone: RefCell::default(),
+            failing: RefCell::default(),
             peer: Cell::new(Peer::Up),
             received: RefCell::default(),
             doh_queries: Cell::new(0),
@@ -69,7 +74,13 @@ impl Net {
         let mut m = Dns::new(0, MessageType::Response, OpCode::Query);
         let rows = self.zone.borrow().get(&(name.clone(), question.query_type())).cloned();
         let known = self.zone.borrow().keys().any(|(n, _)| *n == name);
-        m.metadata.response_code = if rows.is_some() || known { ResponseCode::NoError } else { ResponseCode::NXDomain };
+        m.metadata.response_code = if self.failing.borrow().contains(&name) {
+            ResponseCode::ServFail
+        } else if rows.is_some() || known {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::NXDomain
+        };
         m.add_query(question.clone());
         for data in rows.unwrap_or_default() {
             m.add_answers([Record::from_rdata(question.name().clone(), 300, data)]);
@@ -119,12 +130,12 @@ struct World {
     net: Rc<Net>,
     time: Rc<Cell<i64>>,
     iso: Rc<Isolate>,
-    stores: Rc<Stores<MemoryKv>>,
+    stores: Rc<Namespaces<MemoryKv>>,
     vars: Vec<(&'static str, String)>,
 }
 
 /// Namespaces shared between the relays of successive "invocations".
-struct SharedKv(Rc<Stores<MemoryKv>>, u8);
+struct SharedKv(Rc<Namespaces<MemoryKv>>, u8);
 
 impl Kv for SharedKv {
     async fn get(&self, key: &str) -> Result<Option<String>, atp_wasm::env::StoreError> {
@@ -175,7 +186,7 @@ impl World {
             net,
             iso: Rc::new(Isolate::new(T0 * 1000)),
             time,
-            stores: Rc::new(Stores { agents: MemoryKv::new(), mail: MemoryKv::new(), queue: MemoryKv::new() }),
+            stores: Rc::new(Namespaces { agents: MemoryKv::new(), mail: MemoryKv::new(), queue: MemoryKv::new() }),
             vars: vec![
                 ("DOMAIN", "relay.test".into()),
                 ("DOMAIN_KEY", seed_b64(&[1; 32])),
@@ -195,16 +206,16 @@ impl World {
         self.vars.push((name, value.into()));
     }
 
-    /// A relay for one invocation (fresh subrequest budget, same KV and isolate).
-    fn relay(&self) -> Relay<SharedKv, Transport> {
+    /// A worker for one invocation (fresh subrequest budget, same KV and isolate).
+    fn worker(&self) -> Worker<SharedKv, Transport> {
         let vars = self.vars.clone();
         let cfg = Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
-        let stores = Stores {
+        let ns = Namespaces {
             agents: SharedKv(self.stores.clone(), 0),
             mail: SharedKv(self.stores.clone(), 1),
             queue: SharedKv(self.stores.clone(), 2),
         };
-        Relay::new(cfg, stores, Transport(self.net.clone()), Clock::manual(self.time.clone()), self.iso.clone())
+        Worker::new(cfg, ns, Transport(self.net.clone()), Clock::manual(self.time.clone()), self.iso.clone())
     }
 
     fn now(&self) -> i64 {
@@ -229,11 +240,14 @@ impl World {
             body: body.as_bytes().to_vec(),
             source_ip: Some("192.0.2.7".parse().unwrap()),
         };
-        let relay = self.relay();
-        let handled = block_on(relay.handle(req));
-        let follow = handled.follow_up.map(|(k, e)| block_on(relay.deliver_now(k, e)).unwrap());
-        let v = serde_json::from_slice(&handled.response.body).unwrap_or(Value::Null);
-        assert_eq!(handled.response.content_type.as_deref(), Some("application/json"));
+        let worker = self.worker();
+        let handled = block_on(worker.handle(&req));
+        let follow = handled.queued.as_ref().map(|q| block_on(worker.deliver_now(q)).unwrap().unwrap());
+        let body = &handled.response.body;
+        let v = match handled.response.content_type.as_deref() {
+            Some("application/json") => serde_json::from_slice(body).unwrap(),
+            _ => Value::String(String::from_utf8_lossy(body).into_owned()),
+        };
         (handled.response.status, v, follow)
     }
 
@@ -338,10 +352,10 @@ fn retries_with_domain_backoff_then_delivers_from_the_sweep() {
     let (_, v2, follow2) = w.send("alice@relay.test", "zed@peer.test", "me too");
     assert!(matches!(follow2, Some(Processed::Deferred(_))), "{follow2:?}");
     // Nothing due yet.
-    assert_eq!(block_on(w.relay().sweep()).unwrap().due, 0);
+    assert_eq!(block_on(w.worker().sweep()).unwrap().due, 0);
     w.net.peer.set(Peer::Up);
     w.advance(11);
-    let report = block_on(w.relay().sweep()).unwrap();
+    let report = block_on(w.worker().sweep()).unwrap();
     assert_eq!((report.due, report.delivered), (2, 2), "{report:?}");
     assert!(w.queue_keys().is_empty());
     assert_eq!(w.inspect(&nonce)["attempts"], 2);
@@ -376,7 +390,7 @@ fn permanent_refusals_and_old_messages_bounce() {
     let mut sweeps = 0;
     while w.inspect(&nonce)["status"] != "bounced" {
         w.advance(101);
-        block_on(w.relay().sweep()).unwrap();
+        block_on(w.worker().sweep()).unwrap();
         sweeps += 1;
         assert!(sweeps < 30, "never bounced");
     }
@@ -440,17 +454,17 @@ fn the_sweep_respects_batch_and_subrequest_budget() {
     w.net.peer.set(Peer::Up);
     w.advance(200);
     w.set("SWEEP_BATCH", "2");
-    let r = block_on(w.relay().sweep()).unwrap();
+    let r = block_on(w.worker().sweep()).unwrap();
     assert_eq!((r.due, r.delivered), (2, 2), "{r:?}");
     w.set("SWEEP_BATCH", "20");
     w.set("SUBREQUEST_BUDGET", "5");
     // DNS answers expired: the first attempt needs DoH lookups, then the budget runs out.
     w.advance(400);
-    let r = block_on(w.relay().sweep()).unwrap();
+    let r = block_on(w.worker().sweep()).unwrap();
     assert!(r.delivered >= 1 && r.not_attempted >= 1, "{r:?}");
     assert_eq!(w.queue_keys().len(), 3 - r.delivered, "the rest stay queued, untouched");
     w.set("SUBREQUEST_BUDGET", "45");
-    let r = block_on(w.relay().sweep()).unwrap();
+    let r = block_on(w.worker().sweep()).unwrap();
     assert_eq!(r.delivered, r.due);
     assert!(w.queue_keys().is_empty());
     assert_eq!(w.net.received.borrow().len(), 5);
@@ -471,4 +485,62 @@ fn registration_policy_and_admin() {
     assert_eq!(w.call("GET", "agents", Some("Bearer bad"), "").0, 403);
     assert_eq!(w.call("DELETE", "agents", Some("Bearer tok"), "").0, 405);
     assert_eq!(w.call("GET", "nope", None, "").0, 404);
+}
+
+#[test]
+fn every_core_route_is_served() {
+    let w = World::new();
+    w.register("alice");
+    let (s, v, _) = w.call("GET", "whoami", Some(&basic("Alice@relay.test")), "");
+    assert_eq!((s, v["agent_id"].as_str()), (200, Some("alice@relay.test")));
+    assert_eq!(w.call("GET", "whoami", None, "").0, 401);
+    let (s, v, _) = w.call("GET", "metrics", Some("Bearer tok"), "");
+    let text = v.as_str().unwrap();
+    assert!(s == 200 && text.contains("atp_agents 1\n") && text.contains("atp_agents_registered_total 1\n"), "{text}");
+    assert_eq!(w.call("GET", "metrics", None, "").0, 401);
+    let (s, v, _) = w.call("GET", "capabilities", None, "");
+    assert_eq!((s, v["max_payload_size"].as_u64()), (200, Some(1_048_576)));
+    let (s, v, _) = w.call("GET", "health", None, "");
+    assert_eq!((s, v["domain"].as_str()), (200, Some("relay.test")));
+    let stats = w.call("GET", "stats", Some("Bearer tok"), "").1;
+    assert_eq!(stats["agents"], json!(["alice@relay.test"]));
+    assert!(stats["dns_cache"].is_object() && stats["sweeps"] == 0, "{stats}");
+    assert_eq!(stats["rejections"]["535 5.7.8"], 2, "refusals by code: {stats}");
+}
+
+#[test]
+fn storage_failures_are_temporary_and_say_so() {
+    let w = World::new();
+    w.register("alice");
+    w.register("bob");
+    w.stores.mail.failing.set(true);
+    let (s, v, _) = w.send("alice@relay.test", "bob@relay.test", "x");
+    assert_eq!((s, v["storage"].as_str(), v["error_code"].as_str()), (503, Some("unavailable"), Some("451 4.3.0")));
+    w.stores.mail.failing.set(false);
+    w.stores.agents.failing.set(true);
+    let body = json!({"agent_id": "carol", "password": "pw"}).to_string();
+    let (s, v, _) = w.call("POST", "register", None, &body);
+    assert_eq!((s, v["storage"].as_str()), (503, Some("unavailable")));
+}
+
+#[test]
+fn a_temporary_ats_failure_is_counted_as_such() {
+    let w = World::new();
+    w.register("alice");
+    w.net.failing.borrow_mut().push("ats._atp.peer.test".into());
+    let mut m = Message::parse(
+        json!({"from": "zed@peer.test", "to": "alice@relay.test", "timestamp": w.now(), "nonce": "n-ats",
+               "type": "message", "payload": {}})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    sign_message(&mut m, &peer_key(), "default", "peer.test", w.now()).unwrap();
+    let (s, v, _) = w.call("POST", "message", None, &m.to_json());
+    assert_eq!((s, v["error_code"].as_str()), (451, Some("451 4.7.26")), "{v}");
+    let stats = w.call("GET", "stats", Some("Bearer tok"), "").1;
+    assert_eq!(
+        (stats["security"]["ats_temperror"].as_u64(), stats["security"]["ats_fail"].as_u64()),
+        (Some(1), Some(0))
+    );
 }

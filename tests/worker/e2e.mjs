@@ -343,7 +343,7 @@ try {
     report.cachedAuthMs = performance.now() - t;
   });
 
-  await step("admin routes, errors as JSON", async () => {
+  await step("admin routes, whoami and metrics (the core's routes), errors as JSON", async () => {
     expectRefusal(await h.call(mf, wurl("stats")), 401, "535 5.7.8");
     expectRefusal(await h.call(mf, wurl("stats"), { headers: { authorization: "Bearer nope" } }), 403, "550 5.7.0");
     const stats = await h.call(mf, wurl("stats"), { headers: adminH });
@@ -352,6 +352,14 @@ try {
     assert.ok(stats.json.messages.forwarded >= 3, JSON.stringify(stats.json.messages));
     assert.ok(stats.json.security.atk_fail >= 3);
     assert.equal(stats.json.queue.queued, 0);
+    assert.ok(stats.json.rejections["550 5.7.28"] >= 1, JSON.stringify(stats.json.rejections));
+    const metrics = await h.call(mf, wurl("metrics"), { headers: adminH });
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.text, /^atp_messages_forwarded_total [3-9]\d*$/m);
+    assert.match(metrics.text, /^atp_agents [1-9]\d*$/m);
+    expectRefusal(await h.call(mf, wurl("metrics")), 401, "535 5.7.8");
+    const me = await h.call(mf, wurl("whoami"), { headers: { authorization: h.basic(alice.id, alice.pw) } });
+    assert.deepEqual([me.status, me.json?.agent_id], [200, alice.id]);
     expectRefusal(await h.call(mf, wurl("inspect?nonce=msg-nope"), { headers: adminH }), 404, "550 5.1.0");
     expectRefusal(await h.call(mf, wurl("inspect"), { headers: adminH }), 400, "500 5.5.2");
     expectRefusal(await h.call(mf, wurl("nothing")), 404, "550 5.1.0");

@@ -259,7 +259,7 @@ pub fn verify_message(message: JsValue, key: JsValue) -> Result<JsValue, JsValue
 pub(crate) fn rejection_error(r: &crate::Rejection) -> JsValue {
     let detail = r.extra.get("error_message").or_else(|| r.extra.get("details")).and_then(|v| v.as_str());
     let message = detail.map(str::to_owned).unwrap_or_else(|| r.error.clone());
-    atp_error("verify", r.status, Some(r.code.as_str()), &message, Some(&r.to_json()))
+    atp_error("verify", r.status(), Some(r.code.as_str()), &message, Some(&r.to_json()))
 }
 
 #[derive(Serialize)]

@@ -7,7 +7,7 @@
 //! worker inline ([`InlineHasher`]).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -50,16 +50,36 @@ pub fn hash_password(password: &str, cost: Argon2Params) -> Result<String, Strin
 /// no such agent — the same work is done against a fixed hash, then `false`, so response times
 /// do not reveal which agents exist.
 pub fn verify_password(password: &str, phc: Option<&str>) -> bool {
+    verify_password_at(password, phc, Argon2Params::default())
+}
+
+/// [`verify_password`] for a home whose hashes cost `cost`: an unknown agent costs the same run
+/// at that cost (a worker with a lowered cost must not pay the default for strangers, nor let
+/// them tell agents apart by the difference).
+pub fn verify_password_at(password: &str, phc: Option<&str>, cost: Argon2Params) -> bool {
     let phc_ok = phc.is_some();
-    let phc = phc.unwrap_or_else(|| dummy_hash());
+    let dummy;
+    let phc = match phc {
+        Some(p) => p,
+        None => {
+            dummy = dummy_hash(cost);
+            dummy.as_str()
+        }
+    };
     let ok = PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
     ok && phc_ok
 }
 
-/// A hash to verify against when the agent does not exist (default cost).
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_password("atp dummy password", Argon2Params::default()).unwrap_or_default())
+/// A hash to verify against when the agent does not exist, at a given cost (one per cost, made once).
+fn dummy_hash(cost: Argon2Params) -> String {
+    static DUMMIES: Mutex<Vec<(Argon2Params, String)>> = Mutex::new(Vec::new());
+    let Ok(mut d) = DUMMIES.lock() else { return String::new() };
+    if let Some((_, h)) = d.iter().find(|(c, _)| *c == cost) {
+        return h.clone();
+    }
+    let h = hash_password("atp dummy password", cost).unwrap_or_default();
+    d.push((cost, h.clone()));
+    h
 }
 
 /// Compares two secrets in constant time, lengths included (their SHA-256 digests are compared).
@@ -86,7 +106,7 @@ impl PasswordHasher for InlineHasher {
         hash_password(password, self.0)
     }
     async fn verify(&self, password: &str, phc: Option<&str>) -> bool {
-        verify_password(password, phc)
+        verify_password_at(password, phc, self.0)
     }
 }
 
@@ -161,6 +181,8 @@ mod tests {
         assert!(!verify_password("s3cret", Some(&h)));
         assert!(!verify_password("x", Some("not a hash")));
         assert!(!verify_password("atp dummy password", None), "no agent never verifies");
+        assert!(!verify_password_at("atp dummy password", None, CHEAP));
+        assert!(dummy_hash(CHEAP).starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "the dummy has the home's cost");
     }
 
     #[test]

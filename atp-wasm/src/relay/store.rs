@@ -61,8 +61,9 @@ pub struct InboxRow {
     pub json: String,
 }
 
-/// What `inspect` shows of a message (docs/protocol.md §6.1).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What `inspect` shows of a message (docs/protocol.md §6.1). Serializable, so that a store
+/// without tables (atp-worker's KV) keeps it as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageInfo {
     pub nonce: String,
     pub from: String,

@@ -167,7 +167,7 @@ async fn whoami(cx: &Ctx) -> Outcome {
     if !anonymous.passed() {
         return anonymous;
     }
-    match Http::send(cx.http.get("whoami").basic_auth(&cx.a.id.to_uppercase(), Some(&cx.a.password))).await {
+    match Http::send(cx.http.get("whoami").basic_auth(cx.a.id.to_uppercase(), Some(&cx.a.password))).await {
         Ok(r) => shape(
             r.status == 200 && r.get("agent_id") == Some(&json!(cx.a.id)),
             format!("{} {:?}", r.status, r.get("agent_id")),
