@@ -24,10 +24,11 @@ use crate::env::Clock;
 use crate::http::{HttpError, HttpRequest, HttpResponse, HttpTransport, Sleep};
 use crate::identity::AgentId;
 use crate::message::Message;
+use crate::relay::api;
 use crate::DEFAULT_PORT;
 
 /// Path prefix of every route (docs/protocol.md §6).
-pub const API_PREFIX: &str = "/.well-known/atp/v1";
+pub const API_PREFIX: &str = crate::relay::api::PREFIX;
 
 /// Content type of a submitted message, as the reference sends it (docs/protocol.md §2).
 pub const MESSAGE_CONTENT_TYPE: &str = "application/atp+json";
@@ -229,9 +230,9 @@ impl ServerUrl {
         }
     }
 
-    /// The URL of an API route, e.g. `message` → `https://host:port/.well-known/atp/v1/message`.
-    pub fn route(&self, route: &str) -> String {
-        format!("{}{API_PREFIX}/{route}", self.base())
+    /// The URL of an API route ([`crate::relay::api`]), e.g. `https://host:port/.well-known/atp/v1/message`.
+    pub fn route(&self, route: &api::Route) -> String {
+        route.url(&self.base())
     }
 }
 
@@ -404,7 +405,7 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
 
     /// `GET health` → `{"status":"healthy","domain":…,"version":…}`; remembers the domain.
     pub async fn health(&self) -> Result<Value, ClientError> {
-        let v = self.call_json(HttpRequest::get(self.endpoint.route("health"))).await?;
+        let v = self.call_json(HttpRequest::get(self.endpoint.route(&api::HEALTH))).await?;
         if let Some(d) = v.get("domain").and_then(Value::as_str) {
             if let Some(d) = crate::records::normalize_hostname(d) {
                 *self.domain.borrow_mut() = Some(d);
@@ -414,29 +415,29 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
     }
 
     /// `GET <route>` with the admin token: `agents`, `stats`, `inspect?nonce=…` (docs/protocol.md §6).
-    async fn admin_get(&self, route: &str) -> Result<Value, ClientError> {
+    async fn admin_get(&self, route: &api::Route, query: &str) -> Result<Value, ClientError> {
         let token = self.admin_token.as_deref().ok_or_else(|| ClientError::invalid("no admin token given"))?;
-        self.call_json(HttpRequest::get(self.endpoint.route(route)).bearer_auth(token)).await
+        self.call_json(HttpRequest::get(format!("{}{query}", self.endpoint.route(route))).bearer_auth(token)).await
     }
 
     /// `GET agents` (admin) → `{"agents":[…]}`.
     pub async fn agents(&self) -> Result<Value, ClientError> {
-        self.admin_get("agents").await
+        self.admin_get(&api::AGENTS, "").await
     }
 
     /// `GET stats` (admin): the server's counters.
     pub async fn stats(&self) -> Result<Value, ClientError> {
-        self.admin_get("stats").await
+        self.admin_get(&api::STATS, "").await
     }
 
     /// `GET inspect?nonce=…` (admin): where a message is in the delivery queue.
     pub async fn inspect(&self, nonce: &str) -> Result<Value, ClientError> {
-        self.admin_get(&format!("inspect?nonce={}", query_escape(nonce))).await
+        self.admin_get(&api::INSPECT, &format!("?nonce={}", query_escape(nonce))).await
     }
 
     /// `GET capabilities` (docs/protocol.md §6).
     pub async fn capabilities(&self) -> Result<Value, ClientError> {
-        self.call_json(HttpRequest::get(self.endpoint.route("capabilities"))).await
+        self.call_json(HttpRequest::get(self.endpoint.route(&api::CAPABILITIES))).await
     }
 
     /// The server's domain: known, or learnt from `GET health`.
@@ -488,7 +489,7 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
     /// admin token, when given, goes along (servers started with `--registration token`).
     pub async fn register(&self) -> Result<Value, ClientError> {
         let body = serde_json::json!({"agent_id": self.agent_name()?, "password": self.password()?});
-        let mut req = HttpRequest::post(self.endpoint.route("register"), "application/json", body.to_string());
+        let mut req = HttpRequest::post(self.endpoint.route(&api::REGISTER), "application/json", body.to_string());
         if let Some(token) = &self.admin_token {
             req = req.bearer_auth(token);
         }
@@ -533,16 +534,25 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
     pub async fn send(&self, to: &str, opts: &SendOptions) -> Result<SendReceipt, ClientError> {
         let password = self.password()?.to_owned();
         let msg = self.compose(to, opts).await?;
-        let req = HttpRequest::post(self.endpoint.route("message"), MESSAGE_CONTENT_TYPE, msg.to_json())
+        let req = HttpRequest::post(self.endpoint.route(&api::MESSAGE), MESSAGE_CONTENT_TYPE, msg.to_json())
             .basic_auth(&msg.from, &password);
         let v = self.call_json(req).await?;
         let status = v.get("status").and_then(Value::as_str).unwrap_or("accepted").to_owned();
         Ok(SendReceipt { status, nonce: msg.nonce.clone(), timestamp: msg.timestamp, message: msg })
     }
 
+    /// `GET whoami`: the server's view of who this client's credential is (docs/protocol.md §6.1).
+    pub async fn whoami(&self) -> Result<AgentId, ClientError> {
+        let agent = self.agent_id().await?;
+        let req = HttpRequest::get(self.endpoint.route(&api::WHOAMI)).basic_auth(&agent.to_string(), self.password()?);
+        let v = self.call_json(req).await?;
+        let id = v.get("agent_id").and_then(Value::as_str).unwrap_or_default();
+        AgentId::parse(id).map_err(|e| ClientError::protocol(200, format!("whoami: {e}")))
+    }
+
     /// The request for one page of the inbox after `after`.
     pub fn inbox_request(&self, agent: &AgentId, password: &str, after: i64, limit: Option<u32>) -> HttpRequest {
-        let mut url = format!("{}?after_id={after}", self.endpoint.route("messages"));
+        let mut url = format!("{}?after_id={after}", self.endpoint.route(&api::MESSAGES));
         if let Some(l) = limit {
             url.push_str(&format!("&limit={l}"));
         }
@@ -714,7 +724,7 @@ mod tests {
         }
         assert_eq!(ServerUrl::parse("::1").unwrap_err().reason, "IPv6 addresses need brackets, e.g. [::1]:7443");
         let u = ServerUrl::parse("a.test").unwrap();
-        assert_eq!(u.route("message"), "https://a.test:7443/.well-known/atp/v1/message");
+        assert_eq!(u.route(&api::MESSAGE), "https://a.test:7443/.well-known/atp/v1/message");
         // Only a domain without a port (over https) is left to discovery.
         let bare = |s: &str| ServerUrl::parse(s).unwrap().is_bare_domain();
         assert!(bare("example.com") && bare("https://Example.com/") && bare("localhost"));
@@ -898,6 +908,22 @@ mod tests {
         assert_eq!(parse_inbox(&v).unwrap_err().kind, ErrorKind::Protocol);
         let v: Value = serde_json::from_str(r#"{"messages":[],"count":0}"#).unwrap();
         assert_eq!(parse_inbox(&v).unwrap(), (vec![], None));
+    }
+
+    #[test]
+    fn whoami_asks_the_server_with_the_credential() {
+        let answers = vec![
+            Ok(HttpResponse::json(200, r#"{"status":"healthy","domain":"alpha.test"}"#)),
+            Ok(HttpResponse::json(200, r#"{"agent_id":"alice@alpha.test"}"#)),
+            Ok(HttpResponse::json(401, r#"{"error":"Credential verification failed","error_code":"535 5.7.8"}"#)),
+        ];
+        let c = Client::new(Mock::with(answers), "alpha.test", Some("alice@alpha.test"), Some("pw")).unwrap();
+        assert_eq!(block_on(c.whoami()).unwrap().to_string(), "alice@alpha.test");
+        let req = c.io().requests.borrow()[1].clone();
+        assert_eq!(req.url, "https://alpha.test:7443/.well-known/atp/v1/whoami");
+        assert!(req.header_value("authorization").is_some_and(|a| a.starts_with("Basic ")));
+        let e = block_on(c.whoami()).unwrap_err();
+        assert_eq!((e.status, e.code.as_deref()), (401, Some("535 5.7.8")));
     }
 
     #[test]
