@@ -5,6 +5,8 @@
 #     `node` is on PATH (Node tests), systemd if no `systemd-analyze` (scripts/check-systemd-unit.sh)
 #   - the wasm32 toolchain: scripts/setup-wasm-toolchain.sh (rustup target, else Debian's rustc-web)
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock (wasm-bindgen-test-runner)
+#   - Python venvs under target/: the reference ATP (scripts/install-reference.sh) and the MCP SDK
+#     (scripts/install-mcp-client.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -37,6 +39,9 @@ scripts/setup-wasm-toolchain.sh prebuilt
 
 # The Python reference implementation, the interop peer of atp-native/tests/reference_cli.rs.
 scripts/install-reference.sh
+
+# The Python MCP SDK, the client of `atp mcp` in atp-native/tests/mcp.rs.
+scripts/install-mcp-client.sh
 
 # The CLI must equal the wasm-bindgen crate version exactly (the runner refuses other schema versions).
 WB=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)

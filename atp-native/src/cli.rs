@@ -34,6 +34,9 @@ pub enum Command {
     Send(SendArgs),
     /// Receive new messages (a cursor per agent and server remembers what was read).
     Recv(RecvArgs),
+    /// Act as one agent for an AI agent: an MCP server on stdin/stdout with the tools send_message,
+    /// check_inbox, whoami, server_status and verify_message, and the resource atp://inbox.
+    Mcp(McpArgs),
     /// Manage the domain's Ed25519 signing keys (in <home>/keys).
     Keys {
         #[command(subcommand)]
@@ -232,6 +235,36 @@ pub struct RecvArgs {
     pub all: bool,
     #[arg(long, value_enum, default_value = "json")]
     pub output: Output,
+    #[command(flatten)]
+    pub home: HomeOpt,
+}
+
+/// `atp mcp` (docs/design.md §1.2; run by [`crate::commands::mcp`]).
+#[derive(Args, Debug)]
+pub struct McpArgs {
+    /// The agent to act as, one of the server's agents [default: agent_id in config.toml].
+    #[arg(long)]
+    pub agent_id: Option<String>,
+    /// Read the agent's password from this environment variable (preferred: it keeps the password
+    /// out of the MCP client's command line). Wins over --password.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// The agent's password (asked on the terminal when neither this nor --password-env is given).
+    #[arg(short = 'P', long, env = "ATP_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Seconds between two looks at the inbox while a client is subscribed to atp://inbox (new mail
+    /// is found by polling until servers push it).
+    #[arg(long, default_value_t = 5, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub poll_interval: u64,
+    /// Ask this DNS server (IP:PORT) for the senders' keys when verifying signatures [default: the
+    /// home's config.toml, else the system's resolvers].
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// What to log on stderr (stdout carries the protocol): a tracing filter.
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
     #[command(flatten)]
     pub home: HomeOpt,
 }

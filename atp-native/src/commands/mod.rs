@@ -5,6 +5,7 @@
 //! | [`agent`] | `agent register`, `agent list` |
 //! | [`send`] | `send` |
 //! | [`recv`] | `recv` (and the cursor file) |
+//! | [`mcp`] | `mcp`: one agent's mail as an MCP server on stdio |
 //! | [`keys`] | `keys generate`, `show`, `list`, `rotate` |
 //! | [`status`] | `status`, `inspect` |
 //! | [`dns`] | `dns generate`, `dns check` |
@@ -23,6 +24,7 @@ pub mod dns;
 pub mod doctor;
 pub mod keys;
 pub mod man;
+pub mod mcp;
 pub mod recv;
 pub mod send;
 pub mod status;
@@ -97,6 +99,7 @@ async fn dispatch(command: Command) -> Result<(), CmdError> {
         Command::Agent { action: AgentAction::List(a) } => agent::list(a).await,
         Command::Send(a) => send::send(a).await,
         Command::Recv(a) => recv::recv(a).await,
+        Command::Mcp(a) => mcp::mcp(a).await,
         Command::Keys { action } => match action {
             KeysAction::Generate(a) => keys::generate(a),
             KeysAction::Show(a) => keys::show(a),
@@ -132,7 +135,7 @@ fn output_of(command: &Command) -> Output {
         Command::Dns { action: DnsAction::Generate(a) } => a.output,
         Command::Dns { action: DnsAction::Check(a) } => a.output,
         Command::Doctor(a) => a.output,
-        Command::Completions(_) | Command::Man(_) => Output::Text,
+        Command::Completions(_) | Command::Man(_) | Command::Mcp(_) => Output::Text,
     }
 }
 
