@@ -640,73 +640,7 @@ fn untrusted_certificate_prompt_on_a_terminal() {
 
 // ---- dns check against BIND --------------------------------------------------------------------
 
-fn named() -> PathBuf {
-    for p in ["/usr/sbin/named", "/usr/bin/named"] {
-        if Path::new(p).is_file() {
-            return p.into();
-        }
-    }
-    panic!("BIND's `named` is not installed: apt-get install bind9 (scripts/install-test-deps.sh)");
-}
-
-/// `named -g` serving zone `test` on 127.0.0.1:<port>, killed by PID on drop.
-struct Bind {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Bind {
-    fn start(zone: &str) -> Bind {
-        let dir = tempfile::tempdir().unwrap();
-        let port = loop {
-            let p = free_port();
-            if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-                break p;
-            }
-        };
-        let d = dir.path().display();
-        std::fs::write(dir.path().join("test.zone"), zone).unwrap();
-        std::fs::write(
-            dir.path().join("named.conf"),
-            format!(
-                "controls {{ }};\noptions {{\n directory \"{d}\";\n pid-file \"{d}/named.pid\";\n \
-                 session-keyfile \"{d}/session.key\";\n listen-on port {port} {{ 127.0.0.1; }};\n \
-                 listen-on-v6 {{ none; }};\n recursion no;\n allow-query {{ any; }};\n dnssec-validation no;\n}};\n\
-                 zone \"test\" {{ type primary; file \"{d}/test.zone\"; }};\n"
-            ),
-        )
-        .unwrap();
-        let log_path = dir.path().join("named.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(named())
-            .args(["-g", "-c"])
-            .arg(dir.path().join("named.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start named");
-        let b = Bind { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if log.contains("running") {
-                return b;
-            }
-            assert!(!log.contains("exiting (due to fatal error)"), "named failed:\n{log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("named did not start:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
-    }
-}
-
-impl Drop for Bind {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::bind::Bind;
 
 #[test]
 fn dns_check_reads_back_what_dns_generate_prints() {

@@ -181,7 +181,8 @@ zone "test" { type primary; file "${dir}/test.zone"; };
   await waitFor("named", () => {
     const t = proc.text();
     if (t.includes("exiting (due to fatal error)") || proc.exited) throw new Error(`named failed:\n${t}`);
-    return t.includes("running");
+    // Not "running": named's first line is "running on Linux …", long before the zones load.
+    return t.includes("all zones loaded");
   });
   return { proc, dnsPort, dohPort, dir };
 }

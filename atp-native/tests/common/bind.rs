@@ -52,7 +52,9 @@ impl Bind {
             .spawn()
             .expect("start named");
         let b = Bind { child, port, dir };
-        b.wait_for("running", 1);
+        // Not "running": named's first line is "running on Linux …", before the zone is loaded
+        // (queries then get SERVFAIL).
+        b.wait_for("all zones loaded", 1);
         b
     }
 
