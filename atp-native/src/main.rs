@@ -15,6 +15,7 @@
 //! | [`routes`] | the HTTP API of docs/protocol.md §6 |
 //! | [`error`] | the one place where a rejection becomes an HTTP response |
 //! | [`metrics`] | counters for `/stats` and Prometheus `/metrics` |
+//! | [`limits`] | connection limits: caps, header/idle/handshake timeouts, HTTP/2 limits |
 //! | [`server`] | start-up, serving, graceful shutdown |
 //! | [`client`] | the client side: `--server` parsing, HTTP with TLS verification, name completion |
 //! | [`commands`] | the client commands: `agent`, `send`, `recv`, `keys`, `status`, `inspect`, `dns` |
@@ -37,6 +38,7 @@ mod dns;
 mod error;
 mod hasher;
 mod home;
+mod limits;
 mod metrics;
 mod registry;
 mod resolver;
