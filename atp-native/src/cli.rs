@@ -18,6 +18,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of `server start`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run an ATP server.
@@ -502,6 +504,28 @@ pub struct StartArgs {
     /// `[server] cors_origins = [...]`.
     #[arg(long = "cors-origin", env = "ATP_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Most client connections at once [default: 4096; lowered to fit the open-file limit]. Also
+    /// `[limits] max_connections`.
+    #[arg(long, env = "ATP_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most connections from one client address (IPv6: one /64) [default: 64]; more are closed at
+    /// once. Also `[limits] max_connections_per_ip`.
+    #[arg(long, env = "ATP_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds from a request's first byte to the end of its head (slowloris) [default: 10]. Also
+    /// `[limits] header_read_timeout`.
+    #[arg(long, env = "ATP_HEADER_READ_TIMEOUT", value_name = "SECS")]
+    pub header_read_timeout: Option<u64>,
+    /// Seconds a connection may stay without a request in flight [default: 60]. Also
+    /// `[limits] idle_timeout`.
+    #[arg(long, env = "ATP_IDLE_TIMEOUT", value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds for a TLS handshake [default: 10]. Also `[limits] handshake_timeout`.
+    #[arg(long, env = "ATP_HANDSHAKE_TIMEOUT", value_name = "SECS")]
+    pub handshake_timeout: Option<u64>,
+    /// Concurrent streams per HTTP/2 connection [default: 100]. Also `[limits] http2_max_streams`.
+    #[arg(long, env = "ATP_HTTP2_MAX_STREAMS", value_name = "N")]
+    pub http2_max_streams: Option<u32>,
 }
 
 #[cfg(test)]

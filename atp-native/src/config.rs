@@ -29,6 +29,21 @@ pub struct FileConfig {
     pub server: ServerSection,
     #[serde(default)]
     pub delivery: DeliverySection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// The `[limits]` table of `config.toml` (atp's own): connection limits (docs/design.md §5b);
+/// timeouts in seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub header_read_timeout: Option<u64>,
+    pub idle_timeout: Option<u64>,
+    pub handshake_timeout: Option<u64>,
+    pub http2_max_streams: Option<u32>,
 }
 
 /// The `[delivery]` table of `config.toml` (atp's own; the reference has none).
@@ -90,6 +105,8 @@ pub enum ConfigError {
     BadSelector(String),
     #[error("delivery settings: {0}")]
     BadDelivery(&'static str),
+    #[error("limits: {0}")]
+    BadLimits(&'static str),
 }
 
 impl FileConfig {
@@ -139,6 +156,8 @@ pub struct Settings {
     pub web: Option<crate::routes::web::WebSource>,
     /// Origins allowed by CORS.
     pub cors_origins: Vec<String>,
+    /// Connection limits (docs/design.md §5b).
+    pub limits: crate::limits::Limits,
 }
 
 /// How the delivery engine works (docs/design.md §3).
@@ -172,6 +191,7 @@ impl Settings {
 
     /// The precedence rules, without touching the environment or the disk.
     pub fn merge(args: StartArgs, file: FileConfig, home: Home) -> Result<Self, ConfigError> {
+        let limits = limits(&args, &file.limits)?;
         let s = file.server;
         let web = (args.web || s.web).then(|| {
             args.web_dir
@@ -259,8 +279,56 @@ impl Settings {
             key_selector,
             web,
             cors_origins,
+            limits,
         })
     }
+}
+
+/// The connection limits: flags > `[limits]` > defaults.
+fn limits(args: &StartArgs, f: &LimitsSection) -> Result<crate::limits::Limits, ConfigError> {
+    use std::time::Duration;
+    let d = crate::limits::Limits::default();
+    let secs = |flag: Option<u64>, file: Option<u64>, default: Duration, what: &'static str| match flag
+        .or(file)
+        .map(Duration::from_secs)
+        .unwrap_or(default)
+    {
+        t if t.is_zero() || t > Duration::from_secs(86400) => Err(ConfigError::BadLimits(what)),
+        t => Ok(t),
+    };
+    let l = crate::limits::Limits {
+        max_connections: args.max_connections.or(f.max_connections).unwrap_or(d.max_connections),
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .or(f.max_connections_per_ip)
+            .unwrap_or(d.max_connections_per_ip),
+        header_read_timeout: secs(
+            args.header_read_timeout,
+            f.header_read_timeout,
+            d.header_read_timeout,
+            "header_read_timeout must be between 1 and 86400 seconds",
+        )?,
+        idle_timeout: secs(
+            args.idle_timeout,
+            f.idle_timeout,
+            d.idle_timeout,
+            "idle_timeout must be between 1 and 86400 seconds",
+        )?,
+        handshake_timeout: secs(
+            args.handshake_timeout,
+            f.handshake_timeout,
+            d.handshake_timeout,
+            "handshake_timeout must be between 1 and 86400 seconds",
+        )?,
+        http2_max_streams: args.http2_max_streams.or(f.http2_max_streams).unwrap_or(d.http2_max_streams),
+    };
+    if l.max_connections == 0 || l.max_connections_per_ip == 0 {
+        return Err(ConfigError::BadLimits("max_connections and max_connections_per_ip must be at least 1"));
+    }
+    if !(1..=10_000).contains(&l.http2_max_streams) {
+        return Err(ConfigError::BadLimits("http2_max_streams must be between 1 and 10000"));
+    }
+    Ok(l)
 }
 
 #[cfg(test)]
@@ -371,6 +439,31 @@ mod tests {
         ));
         assert_eq!(log_filter("WARNING"), "warn");
         assert_eq!(log_filter("atp=debug"), "atp=debug");
+    }
+
+    #[test]
+    fn limits_from_flags_file_and_defaults() {
+        use std::time::Duration;
+        let args = || StartArgs { domain: Some("d.test".into()), ..Default::default() };
+        let s = Settings::merge(args(), FileConfig::default(), home()).unwrap();
+        assert_eq!(s.limits, crate::limits::Limits::default());
+        let f = file(
+            "[limits]\nmax_connections = 100\nmax_connections_per_ip = 5\nheader_read_timeout = 3\n\
+             idle_timeout = 7\nhandshake_timeout = 4\nhttp2_max_streams = 9\n",
+        );
+        let s = Settings::merge(StartArgs { idle_timeout: Some(8), max_connections: Some(200), ..args() }, f, home())
+            .unwrap();
+        let l = s.limits;
+        assert_eq!((l.max_connections, l.max_connections_per_ip, l.http2_max_streams), (200, 5, 9));
+        assert_eq!(
+            (l.header_read_timeout, l.idle_timeout, l.handshake_timeout),
+            (Duration::from_secs(3), Duration::from_secs(8), Duration::from_secs(4))
+        );
+        for bad in ["idle_timeout = 0", "max_connections_per_ip = 0", "http2_max_streams = 0"] {
+            let r = Settings::merge(args(), file(&format!("[limits]\n{bad}\n")), home());
+            assert!(matches!(r, Err(ConfigError::BadLimits(_))), "{bad}");
+        }
+        assert!(toml::from_str::<FileConfig>("[limits]\nidle = 3\n").is_err(), "a misspelt limit is an error");
     }
 
     #[test]

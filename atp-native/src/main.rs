@@ -16,6 +16,7 @@
 //! | [`routes`] | the HTTP API of docs/protocol.md §6 |
 //! | [`error`] | the one place where a rejection becomes an HTTP response |
 //! | [`metrics`] | counters for `/stats` and Prometheus `/metrics` |
+//! | [`limits`] | connection limits: caps, header/idle/handshake timeouts, HTTP/2 limits |
 //! | [`server`] | start-up, serving, graceful shutdown |
 //! | [`logging`] | the server's log: text or JSON lines |
 //! | [`client`] | the command line on the core's client: locating `--server`, the certificate prompt |
@@ -46,6 +47,7 @@ mod hasher;
 mod home;
 mod http;
 mod logging;
+mod limits;
 mod metrics;
 mod registry;
 mod resolver;

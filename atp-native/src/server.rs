@@ -92,6 +92,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
         std::net::TcpListener::bind(s.listen).map_err(|source| ServerError::Bind { addr: s.listen, source })?;
     let local = listener.local_addr().unwrap_or(s.listen);
     publish(&s, local, &signing_key);
+    let limits = crate::limits::Guard::new(&s.limits);
     let handle = axum_server::Handle::new();
     let signal_handle = handle.clone();
     tokio::spawn(async move {
@@ -109,7 +110,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
         TlsMode::Off => {
             let _hangup = tls::ignore_hangup();
             say!("Starting ATP Server: {} on HTTP://{local} (no TLS)", s.domain);
-            axum_server::from_tcp(listener).handle(handle).serve(app).await
+            limits.plain(axum_server::from_tcp(listener)).handle(handle).serve(app).await
         }
         mode => {
             let (cert, key) = match mode {
@@ -130,7 +131,8 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
             let _reloader = tls::Reloader::new(store.clone()).spawn(tls::POLL_FILES);
             let config = tls::server_config(store)?;
             say!("Starting ATP Server: {} on HTTPS://{local} (TLS 1.3, ALPN atp/1 h2 http/1.1)", s.domain);
-            axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(config))
+            limits
+                .tls(axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(config)))
                 .handle(handle)
                 .serve(app)
                 .await

@@ -6,12 +6,15 @@
 //! * `peer-down` — the recipient's server down for `--down-secs`, then back: all delivered once
 //!   ([`peer_down`]);
 //! * `storage` — a full, then read-only data directory: clear refusals, never a false 202
-//!   ([`storage`]; root only).
+//!   ([`storage`]; root only);
+//! * `abuse` — idle connections, slowloris, password guessing and big-inbox reads at once from
+//!   127.0.0.2 while a legitimate agent on 127.0.0.1 keeps working ([`abuse`]).
 //!
 //! `tests/reliability/run.sh` builds everything and runs the long version; `--short` there (or
 //! `RELIABILITY_SHORT=1`) the CI one. Rows go to `--results` as JSON lines; `--table FILE` prints
 //! them as a Markdown table.
 
+mod abuse;
 mod client;
 mod crash;
 mod load;
@@ -47,10 +50,13 @@ enum Scenario {
     Crash,
     PeerDown,
     Storage,
+    Abuse,
 }
 
 #[derive(Parser, Debug)]
-#[command(about = "Reliability suites for atp: kill -9 under load, a peer down then back, full and read-only disks")]
+#[command(
+    about = "Reliability suites for atp: kill -9 under load, a peer down then back, full and read-only disks, abuse"
+)]
 struct Args {
     /// The `atp` binary to test (a release build).
     #[arg(long, required_unless_present = "table")]
@@ -98,6 +104,48 @@ struct Args {
     /// Seed of the random kill moments [default: the clock].
     #[arg(long)]
     seed: Option<u64>,
+    /// `abuse`: tasks holding idle TLS connections from 127.0.0.2.
+    #[arg(long, default_value_t = 2000)]
+    abuse_idle: usize,
+    /// `abuse`: slowloris connections (a head byte a second).
+    #[arg(long, default_value_t = 50)]
+    abuse_slowloris: usize,
+    /// `abuse`: concurrent wrong-password clients.
+    #[arg(long, default_value_t = 128)]
+    abuse_guessers: usize,
+    /// `abuse`: parallel readers of the big inbox (`GET messages?limit=500`).
+    #[arg(long, default_value_t = 8)]
+    abuse_readers: usize,
+    /// `abuse`: messages in the big inbox.
+    #[arg(long, default_value_t = 120)]
+    abuse_inbox: usize,
+    /// `abuse`: size of each big-inbox message (KB).
+    #[arg(long, default_value_t = 900)]
+    abuse_message_kb: usize,
+    /// `abuse`: seconds of attack.
+    #[arg(long, default_value_t = 90)]
+    abuse_secs: u64,
+    /// `abuse`: the server's `max_connections_per_ip`.
+    #[arg(long, default_value_t = 64)]
+    abuse_per_ip: usize,
+    /// `abuse`: the server's `header_read_timeout` (seconds).
+    #[arg(long, default_value_t = 10)]
+    abuse_header_timeout: u64,
+    /// `abuse`: the server's `idle_timeout` (seconds).
+    #[arg(long, default_value_t = 60)]
+    abuse_idle_timeout: u64,
+    /// `abuse`: slack (seconds) on the idle and header timeouts' checks.
+    #[arg(long, default_value_t = 10)]
+    abuse_margin: u64,
+    /// `abuse`: bound on the legitimate agent's submit p99 (ms).
+    #[arg(long, default_value_t = 250)]
+    abuse_max_p99_ms: u64,
+    /// `abuse`: bound on the server's peak RSS (MiB).
+    #[arg(long, default_value_t = 256.0)]
+    abuse_max_rss_mib: f64,
+    /// `abuse`: require 429 answers to the password guessing (failed-login rate limiting).
+    #[arg(long)]
+    expect_429: bool,
     /// Print the Markdown table of a results file and exit (status 1 if a row failed).
     #[arg(long, value_name = "FILE")]
     table: Option<PathBuf>,
@@ -153,7 +201,7 @@ async fn main() -> std::process::ExitCode {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
     let scenarios = if args.scenario.is_empty() {
-        vec![Scenario::Crash, Scenario::PeerDown, Scenario::Storage]
+        vec![Scenario::Crash, Scenario::PeerDown, Scenario::Storage, Scenario::Abuse]
     } else {
         args.scenario.clone()
     };
@@ -194,6 +242,28 @@ async fn main() -> std::process::ExitCode {
                 eprintln!("== storage: tmpfs of {}", args.tmpfs_size);
                 let s = storage::Storage { size: args.tmpfs_size.clone(), drain_secs: args.drain_secs };
                 ("storage", storage::run(&s, &launch, &work.join("storage")).await)
+            }
+            Scenario::Abuse => {
+                let a = abuse::Abuse {
+                    idle: args.abuse_idle,
+                    slowloris: args.abuse_slowloris,
+                    guessers: args.abuse_guessers,
+                    readers: args.abuse_readers,
+                    inbox_messages: args.abuse_inbox,
+                    message_bytes: args.abuse_message_kb * 1000,
+                    attack: Duration::from_secs(args.abuse_secs),
+                    per_ip: args.abuse_per_ip,
+                    header_timeout: args.abuse_header_timeout,
+                    idle_timeout: args.abuse_idle_timeout,
+                    handshake_timeout: 10,
+                    margin: Duration::from_secs(args.abuse_margin),
+                    max_p99: Duration::from_millis(args.abuse_max_p99_ms),
+                    max_rss_mib: args.abuse_max_rss_mib,
+                    expect_429: args.expect_429,
+                    label: format!("abuse {} s", args.abuse_secs),
+                };
+                eprintln!("== {}", a.label);
+                ("abuse", abuse::run(&a, &launch, &work.join("abuse"), &mut rng).await)
             }
         };
         let row = result.unwrap_or_else(|e| {

@@ -106,6 +106,11 @@ impl Server {
         Err(Error::Msg(format!("{} did not answer within 60 s; see {}", self.domain, self.log.display())))
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The exit status, if the process has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
