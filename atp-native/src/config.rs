@@ -44,6 +44,10 @@ pub struct LimitsSection {
     pub idle_timeout: Option<u64>,
     pub handshake_timeout: Option<u64>,
     pub http2_max_streams: Option<u32>,
+    /// Per-agent inbox quota: most messages (default 100,000).
+    pub quota_messages: Option<u64>,
+    /// Per-agent inbox quota: most bytes of messages (default 1 GiB).
+    pub quota_bytes: Option<u64>,
 }
 
 /// The `[delivery]` table of `config.toml` (atp's own; the reference has none).
@@ -158,6 +162,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// Connection limits (docs/design.md §5b).
     pub limits: crate::limits::Limits,
+    /// Per-agent inbox quota (`[limits] quota_messages`, `quota_bytes`; docs/design.md §5b).
+    pub quota: atp_wasm::relay::Quota,
 }
 
 /// How the delivery engine works (docs/design.md §3).
@@ -192,6 +198,11 @@ impl Settings {
     /// The precedence rules, without touching the environment or the disk.
     pub fn merge(args: StartArgs, file: FileConfig, home: Home) -> Result<Self, ConfigError> {
         let limits = limits(&args, &file.limits)?;
+        let default_quota = atp_wasm::relay::Quota::default();
+        let quota = atp_wasm::relay::Quota {
+            max_messages: file.limits.quota_messages.unwrap_or(default_quota.max_messages),
+            max_bytes: file.limits.quota_bytes.unwrap_or(default_quota.max_bytes),
+        };
         let s = file.server;
         let web = (args.web || s.web).then(|| {
             args.web_dir
@@ -280,6 +291,7 @@ impl Settings {
             web,
             cors_origins,
             limits,
+            quota,
         })
     }
 }

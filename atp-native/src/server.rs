@@ -62,6 +62,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     let mut relay = RelayConfig::new(&s.domain);
     relay.inbound.max_size = s.max_message_size;
     relay.admin_token = s.admin_token.clone();
+    relay.quota = s.quota;
     relay.registration = match s.registration {
         crate::cli::Registration::Open => atp_wasm::relay::Registration::Open,
         crate::cli::Registration::Token => atp_wasm::relay::Registration::Token,

@@ -27,6 +27,8 @@ use writer::Write;
 const READERS: usize = 4;
 /// Most agent ids remembered as existing (agents are never deleted, so a hit is always right).
 const KNOWN_AGENTS_MAX: usize = 100_000;
+/// Most agents whose inbox usage is kept in memory.
+const USAGE_CACHE_MAX: usize = 100_000;
 
 /// Why the database could not do something. Callers answer 503 (retry later), never 500.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,10 @@ pub struct Store {
     writer: mpsc::Sender<Write>,
     readers: Arc<Mutex<Vec<Connection>>>,
     known_agents: Arc<RwLock<HashSet<String>>>,
+    /// Inbox usage per agent ([`Store::usage`]): read from `inbox_usage` once, then kept up to
+    /// date by this process's own writes (one process owns the database), so the quota check of
+    /// a submission costs no database read.
+    usage: Arc<Mutex<std::collections::HashMap<String, Usage>>>,
     path: PathBuf,
     /// Held (locked) while the store is open: one process per database.
     _lock: Arc<std::fs::File>,
@@ -153,6 +159,7 @@ impl Store {
             writer: tx,
             readers: Arc::new(Mutex::new(readers)),
             known_agents: Arc::default(),
+            usage: Arc::default(),
             path: path.to_owned(),
             _lock: Arc::new(lock),
         })
@@ -190,11 +197,32 @@ impl Store {
 
     /// Stores a message durably (committed before this returns), with its dedup row.
     pub async fn insert_message(&self, m: NewMessage) -> Result<Stored, DbError> {
-        self.write(|reply| Write::Message(m, reply)).await
+        let (to, bytes, delivered) = (m.to_id.clone(), m.json.len() as u64, m.status == Status::Delivered);
+        let stored = self.write(|reply| Write::Message(m, reply)).await;
+        if delivered && matches!(stored, Ok(Stored::New(_))) {
+            if let Some(u) = self.usage.lock().ok().as_mut().and_then(|c| c.get_mut(&to)) {
+                u.messages += 1;
+                u.bytes += bytes;
+            }
+        } else if delivered && stored.is_err() {
+            // The outcome may be unknown: read the usage again next time.
+            self.forget_usage(&to);
+        }
+        stored
+    }
+
+    fn forget_usage(&self, agent: &str) {
+        if let Ok(mut c) = self.usage.lock() {
+            c.remove(agent);
+        }
     }
 
     /// Applies a transition of the outbound queue ([`queue`]); returns the rows it changed.
     pub async fn queue(&self, op: QueueOp) -> Result<usize, DbError> {
+        if let QueueOp::Bounce { notice, .. } = &op {
+            // A bounce notice lands in the sender's inbox: read its usage again next time.
+            self.forget_usage(&notice.to_id);
+        }
         match self.write(|reply| Write::Queue(op, reply)).await? {
             QueueResult::Changed(n) => Ok(n),
             QueueResult::Claimed(rows) => Ok(rows.len()),
@@ -330,6 +358,20 @@ impl Store {
 
     /// What an agent's inbox holds (kept by [`writer::store_message`] in `inbox_usage`).
     pub async fn usage(&self, agent: &str) -> Result<Usage, DbError> {
+        if let Some(u) = self.usage.lock().ok().and_then(|c| c.get(agent).copied()) {
+            return Ok(u);
+        }
+        let u = self.read_usage(agent).await?;
+        if let Ok(mut c) = self.usage.lock() {
+            if c.len() >= USAGE_CACHE_MAX {
+                c.clear();
+            }
+            c.insert(agent.to_owned(), u);
+        }
+        Ok(u)
+    }
+
+    async fn read_usage(&self, agent: &str) -> Result<Usage, DbError> {
         let agent = agent.to_owned();
         self.read(move |c| {
             let row: Option<(i64, i64)> = c
@@ -448,6 +490,30 @@ mod tests {
             content_hash: [hash; 32],
             now: 100,
         }
+    }
+
+    /// Usage is counted in the transaction (inbox_usage) and kept in memory afterwards; a reopened
+    /// store reads the same figures back.
+    #[tokio::test]
+    async fn inbox_usage_for_quotas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.test.db")).unwrap();
+        assert_eq!(store.usage("u@a.test").await.unwrap(), Usage::default());
+        let (m1, m2) = (msg("u1", 1, "u@a.test"), msg("u2", 2, "u@a.test"));
+        let bytes = (m1.json.len() + m2.json.len()) as u64;
+        store.insert_message(m1.clone()).await.unwrap();
+        store.insert_message(m2).await.unwrap();
+        assert_eq!(store.insert_message(m1).await.unwrap(), Stored::Duplicate, "a repeat is not counted");
+        let mut queued = msg("u3", 3, "u@a.test");
+        queued.status = Status::Queued;
+        store.insert_message(queued).await.unwrap();
+        let want = Usage { messages: 2, bytes };
+        assert_eq!(store.usage("u@a.test").await.unwrap(), want);
+        assert_eq!(store.read_usage("u@a.test").await.unwrap(), want, "the database agrees");
+        store.close().await;
+        drop(store);
+        let again = Store::open(&dir.path().join("a.test.db")).unwrap();
+        assert_eq!(again.usage("u@a.test").await.unwrap(), want);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
