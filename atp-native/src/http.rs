@@ -87,7 +87,9 @@ pub fn client_builder(
         .use_preconfigured_tls(verify::client_config(trust)?)
         .timeout(TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below the servers' idle timeout (60 s by default), so a pooled connection is not reused
+        // just as the peer closes it.
+        .pool_idle_timeout(Duration::from_secs(50))
         .http2_adaptive_window(true)
         .user_agent(concat!("atp/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none());
