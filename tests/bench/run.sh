@@ -129,10 +129,19 @@ server_cmd() {
   esac
 }
 
+# atp's limits that protect a real server (docs/design.md §5b) would stop the benchmark: it sends
+# every message to one agent and opens up to 64 connections from one address.
+bench_limits() {
+  mkdir -p "$1"
+  printf '[limits]\nquota_messages = 1000000000\nquota_bytes = 1000000000000\nmax_connections_per_ip = 1024\n' \
+    >"$1/config.toml"
+}
+
 bench_server() { # label recv_n
   local label=$1 home=$work/$1 port pid
   mkdir -p "$home"
   [[ $label == reference ]] && make_cert "$home"
+  [[ $label == atp ]] && bench_limits "$home"
   mapfile -t cmd < <(server_cmd "$label" "$home")
   echo "== $label: start-up ($STARTUP_RUNS starts after a first one)" >&2
   python3 tests/bench/startup.py --label "$label" --runs "$STARTUP_RUNS" --log "$work/$label-startup.log" \
@@ -177,6 +186,7 @@ e2e_rss() { # label: peak RSS of the two servers, summed
 echo "== atp-native end to end (two servers in one home: zero-config local discovery)" >&2
 pa=$(free_port)
 pb=$(free_port)
+bench_limits "$work/e2e"
 for d in alpha:$pa beta:$pb; do
   "$ATP" server start --domain "${d%%:*}.bench" --host 127.0.0.1 --port "${d##*:}" \
     --home "$work/e2e" --log-level warn >"$work/atp-${d%%:*}.log" 2>&1 &
