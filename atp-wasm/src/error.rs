@@ -65,6 +65,37 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for homes that keep counts by [`ErrorCode::as_str`] outside the process and
+    /// read them back (atp-worker's global counters, docs/design.md §4).
+    pub const ALL: [ErrorCode; 26] = [
+        ErrorCode::AtsFail,
+        ErrorCode::AtsTempError,
+        ErrorCode::AtsSyntax,
+        ErrorCode::AtkSignature,
+        ErrorCode::AtkKey,
+        ErrorCode::AtkTempError,
+        ErrorCode::UnknownRecipient,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::InvalidFormat,
+        ErrorCode::InvalidSender,
+        ErrorCode::InvalidRecipient,
+        ErrorCode::Replay,
+        ErrorCode::StaleTimestamp,
+        ErrorCode::RelayDenied,
+        ErrorCode::AuthFailed,
+        ErrorCode::SenderMismatch,
+        ErrorCode::Forbidden,
+        ErrorCode::Conflict,
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::TempFailure,
+        ErrorCode::Unavailable,
+        ErrorCode::StorageFull,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::TooManyRequests,
+        ErrorCode::MailboxFull,
+    ];
+
     /// The code as it appears in the `error_code` JSON field.
     pub fn as_str(self) -> &'static str {
         match self {
