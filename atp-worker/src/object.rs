@@ -648,3 +648,238 @@ pub fn hash_hex(hash: &[u8; 32]) -> String {
 pub fn hash_from_hex(s: &str) -> Option<[u8; 32]> {
     unhex(s)?.try_into().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Sqlite;
+
+    struct Db {
+        d: Domain<Sqlite>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn db() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Domain::open(Sqlite::open(&dir.path().join("o.sqlite")).unwrap()).unwrap();
+        Db { d, _dir: dir }
+    }
+
+    impl Db {
+        fn call(&self, c: Call) -> Reply {
+            self.d.sql.transaction(|| self.d.call(c)).unwrap()
+        }
+    }
+
+    fn row(nonce: &str, to: &str, json: &str, hash: u8) -> NewRow {
+        NewRow {
+            nonce: nonce.into(),
+            sender_domain: "x.test".into(),
+            from_id: "amy@x.test".into(),
+            to_id: to.into(),
+            json: json.into(),
+            status: if to.ends_with("@r.test") { "delivered" } else { "queued" }.into(),
+            content_hash: hash_hex(&[hash; 32]),
+            now: 1000,
+            lease_until: 1120,
+        }
+    }
+
+    fn stored(r: Reply) -> (Option<i64>, String) {
+        match r {
+            Reply::Stored { id, outcome } => (id, outcome),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    fn page(db: &Db, agent: &str, after: i64, limit: i64, bytes: i64) -> Vec<i64> {
+        match db.call(Call::Inbox { agent: agent.into(), after_id: after, limit, max_bytes: bytes }) {
+            Reply::Rows(r) => r.into_iter().map(|(id, _)| id).collect(),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    fn usage(db: &Db, agent: &str) -> (u64, u64) {
+        match db.call(Call::Usage { agent: agent.into() }) {
+            Reply::Usage { messages, bytes } => (messages, bytes),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn schema_applies_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.sqlite");
+        drop(Domain::open(Sqlite::open(&path).unwrap()).unwrap());
+        let d = Domain::open(Sqlite::open(&path).unwrap()).unwrap();
+        let v = d.sql.exec("SELECT version FROM atp_schema", &[]).unwrap();
+        assert_eq!(v, vec![vec![Value::Int(MIGRATIONS.len() as i64)]]);
+    }
+
+    #[test]
+    fn registration_inserts_once() {
+        let db = db();
+        let ins = |h: &str| db.call(Call::InsertAgent { id: "bo@r.test".into(), hash: h.into(), now: 5 });
+        assert_eq!(ins("h1"), Reply::Bool(true));
+        assert_eq!(ins("h2"), Reply::Bool(false));
+        assert_eq!(db.call(Call::AgentHash { id: "bo@r.test".into() }), Reply::Text(Some("h1".into())));
+        db.call(Call::InsertAgent { id: "al@r.test".into(), hash: "h".into(), now: 6 });
+        assert_eq!(db.call(Call::AgentIds), Reply::Ids(vec!["bo@r.test".into(), "al@r.test".into()]));
+    }
+
+    #[test]
+    fn a_message_its_dedup_row_and_usage_are_stored_together() {
+        let db = db();
+        let (id1, o) = stored(db.call(Call::Store(row("n1", "bo@r.test", "{\"a\":1}", 1))));
+        assert_eq!((id1.is_some(), o.as_str()), (true, "new"));
+        assert_eq!(stored(db.call(Call::Store(row("n1", "bo@r.test", "{\"a\":1}", 1)))), (None, "duplicate".into()));
+        assert_eq!(stored(db.call(Call::Store(row("n1", "bo@r.test", "{\"a\":2}", 2)))), (None, "replay".into()));
+        assert_eq!(
+            db.call(Call::Seen { sender_domain: "x.test".into(), nonce: "n1".into() }),
+            Reply::Text(Some(hash_hex(&[1; 32])))
+        );
+        assert_eq!(db.call(Call::Seen { sender_domain: "y.test".into(), nonce: "n1".into() }), Reply::Text(None));
+        assert_eq!(page(&db, "bo@r.test", 0, 50, 1 << 20), vec![id1.unwrap()], "stored once");
+        assert_eq!(usage(&db, "bo@r.test"), (1, 7));
+        // A call that fails after its first write leaves nothing behind.
+        let failed = db.d.sql.transaction(|| {
+            db.d.call(Call::Store(row("n2", "bo@r.test", "{}", 3)))?;
+            Err::<(), _>(StoreError::new("fails after the writes"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(db.call(Call::Seen { sender_domain: "x.test".into(), nonce: "n2".into() }), Reply::Text(None));
+        assert_eq!(page(&db, "bo@r.test", 0, 50, 1 << 20).len(), 1, "rolled back");
+        assert_eq!(usage(&db, "bo@r.test"), (1, 7));
+    }
+
+    #[test]
+    fn inbox_pages_are_exact_in_rows_and_bytes() {
+        let db = db();
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            let (id, _) = stored(db.call(Call::Store(row(&format!("n{i}"), "bo@r.test", &"x".repeat(100), i))));
+            ids.push(id.unwrap());
+            db.call(Call::Store(row(&format!("c{i}"), "cy@r.test", "{}", 100 + i)));
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+        assert_eq!(page(&db, "bo@r.test", 0, 50, 1 << 20), ids);
+        assert_eq!(page(&db, "bo@r.test", 0, 4, 1 << 20), ids[..4]);
+        assert_eq!(page(&db, "bo@r.test", ids[1], 50, 250), ids[2..4], "250 bytes hold two rows of 100");
+        assert_eq!(page(&db, "bo@r.test", 0, 50, 10), ids[..1], "the first row always");
+        assert!(page(&db, "bo@r.test", ids[5], 50, 1 << 20).is_empty());
+        assert!(page(&db, "bo@r.test", 0, 0, 1 << 20).is_empty());
+        assert_eq!(usage(&db, "bo@r.test"), (6, 600));
+    }
+
+    #[test]
+    fn ack_removes_only_the_agents_messages_and_frees_quota() {
+        let db = db();
+        let ids: Vec<i64> = (0..5)
+            .map(|i| stored(db.call(Call::Store(row(&format!("n{i}"), "bo@r.test", "{}", i)))).0.unwrap())
+            .collect();
+        let cy = stored(db.call(Call::Store(row("c", "cy@r.test", "{}", 9)))).0.unwrap();
+        let ack = |agent: &str, a: Ack| db.call(Call::Ack { agent: agent.into(), ack: a });
+        assert_eq!(ack("bo@r.test", Ack::UpTo(ids[1])), Reply::Count(2));
+        assert_eq!(ack("bo@r.test", Ack::Ids(vec![ids[3], cy, 999])), Reply::Count(1), "never another agent's");
+        assert_eq!(page(&db, "bo@r.test", 0, 50, 1 << 20), vec![ids[2], ids[4]]);
+        assert_eq!(page(&db, "cy@r.test", 0, 50, 1 << 20), vec![cy]);
+        assert_eq!(usage(&db, "bo@r.test"), (2, 4));
+        assert_eq!(ack("bo@r.test", Ack::UpTo(ids[1])), Reply::Count(0), "acknowledged once");
+        assert_eq!(stored(db.call(Call::Store(row("n0", "bo@r.test", "{}", 0)))).1, "duplicate", "dedup rows stay");
+        assert!(db.d.call(Call::Ack { agent: "bo@r.test".into(), ack: Ack::Ids(vec![1; MAX_ACK_IDS + 1]) }).is_err());
+    }
+
+    #[test]
+    fn expire_removes_old_inbox_messages_only() {
+        let db = db();
+        let mut old = row("old", "bo@r.test", "{}", 1);
+        old.now = 10;
+        db.call(Call::Store(old));
+        let mut out = row("out", "zed@y.test", "{}", 2);
+        out.now = 10;
+        db.call(Call::Store(out));
+        db.call(Call::Store(row("new", "bo@r.test", "{}", 3)));
+        assert_eq!(db.call(Call::Expire { before: 500 }), Reply::Count(1));
+        assert_eq!(page(&db, "bo@r.test", 0, 50, 1 << 20).len(), 1);
+        assert_eq!(usage(&db, "bo@r.test"), (1, 2));
+        assert!(
+            matches!(db.call(Call::MessageInfo { nonce: "out".into() }), Reply::Info(Some(_))),
+            "the queue keeps its rows"
+        );
+    }
+
+    #[test]
+    fn claims_lease_rows_so_two_sweeps_never_share_one() {
+        let db = db();
+        for i in 0..3 {
+            db.call(Call::Store(row(&format!("q{i}"), &format!("z{i}@y.test"), "{}", i)));
+        }
+        let claim = |now: i64, max: i64, domain: Option<&str>| match db.call(Call::Claim {
+            now,
+            max,
+            lease_until: now + 120,
+            domain: domain.map(Into::into),
+        }) {
+            Reply::Claimed(v) => v,
+            r => panic!("{r:?}"),
+        };
+        assert!(claim(1000, 10, None).is_empty(), "leased for the attempt after the 202");
+        let a = claim(1120, 2, None);
+        let b = claim(1120, 10, None);
+        assert_eq!((a.len(), b.len()), (2, 1));
+        assert!(a.iter().all(|x| x.id != b[0].id));
+        assert!(claim(1200, 10, None).is_empty(), "all leased");
+        assert_eq!(a[0].domain, "y.test");
+        let settle = |o: &Outbound, s: Settle| db.call(Call::Settle { id: o.id, attempts: 1, now: 1200, settle: s });
+        settle(&a[0], Settle::Delivered);
+        settle(&a[1], Settle::Retry { next_at: 5000, error: "451 4.4.1: down".into() });
+        let notice = row("bounce-1", "amy@r.test", "{\"bounce\":1}", 0);
+        settle(&b[0], Settle::Bounced { error: "550 5.1.1: no".into(), notice: Box::new(notice) });
+        let info = |n: &str| match db.call(Call::MessageInfo { nonce: n.into() }) {
+            Reply::Info(Some(i)) => i,
+            r => panic!("{r:?}"),
+        };
+        assert_eq!(info(&a[0].nonce).status, "delivered");
+        assert_eq!((info(&a[1].nonce).status.as_str(), info(&a[1].nonce).next_attempt_at), ("failed", Some(5000)));
+        assert_eq!(info(&b[0].nonce).status, "bounced");
+        assert_eq!(page(&db, "amy@r.test", 0, 50, 1 << 20).len(), 1, "the notice in the sender's inbox");
+        // An expired lease makes a row claimable again; a wake makes a waiting one due now.
+        assert!(claim(1300, 10, None).is_empty());
+        assert_eq!(db.call(Call::Wake { domain: "other.test".into(), now: 1300 }), Reply::Count(0));
+        assert_eq!(db.call(Call::Wake { domain: "y.test".into(), now: 1300 }), Reply::Count(1));
+        assert_eq!(claim(1300, 10, Some("other.test")).len(), 0);
+        assert_eq!(claim(1300, 10, Some("y.test")).len(), 1);
+        assert_eq!(claim(1300 + 120, 10, None).len(), 1, "lease over: claimable again");
+        let counts = match db.call(Call::QueueCounts { now: 1420 }) {
+            Reply::Counts(c) => c,
+            r => panic!("{r:?}"),
+        };
+        assert_eq!((counts["delivering"], counts["bounced"], counts["due"]), (1, 1, 0));
+    }
+
+    #[test]
+    fn backoff_counters_and_pruning() {
+        let db = db();
+        let b = Backoff { failures: 2, blocked_until: 50 };
+        db.call(Call::SetBackoff { domain: "y.test".into(), backoff: b });
+        assert_eq!(db.call(Call::Backoff { domain: "y.test".into() }), Reply::Backoff(b));
+        db.call(Call::SetBackoff { domain: "y.test".into(), backoff: Backoff::default() });
+        assert_eq!(db.call(Call::Backoff { domain: "y.test".into() }), Reply::Backoff(Backoff::default()));
+
+        db.call(Call::AddCounters { now: 7, deltas: vec![("received".into(), 2)] });
+        db.call(Call::AddCounters { now: 9, deltas: vec![("received".into(), 3), ("bounced".into(), 1)] });
+        let expect = vec![("bounced".into(), 1), ("received".into(), 5), ("started_at".into(), 7)];
+        assert_eq!(db.call(Call::Counters), Reply::Counters(expect));
+
+        for i in 0..3u8 {
+            let mut r = row(&format!("n{i}"), "bo@r.test", "{}", i);
+            r.now = i64::from(i) * 100;
+            db.call(Call::Store(r));
+        }
+        assert_eq!(db.call(Call::Prune { before: 150 }), Reply::Count(2));
+        assert_eq!(
+            db.call(Call::Seen { sender_domain: "x.test".into(), nonce: "n2".into() }),
+            Reply::Text(Some(hash_hex(&[2; 32])))
+        );
+    }
+}
