@@ -28,7 +28,7 @@ pub const LEASE_SECS: i64 = 120;
 
 /// How long a dedup row is kept: the 5-day retry horizon plus a day of clock skew and in-flight
 /// retries.
-pub const DEDUP_TTL_SECS: i64 = atp_wasm::retry::DEFAULT_HORIZON_SECS as i64 + 86_400;
+pub const DEDUP_TTL_SECS: i64 = atp_wasm::retry::DEFAULT_HORIZON_SECS + 86_400;
 
 /// The domain's Durable Object, as the worker reaches it.
 #[allow(async_fn_in_trait)]
