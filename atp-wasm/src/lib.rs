@@ -25,6 +25,7 @@
 //! | [`pipeline`] | the inbound verification pipeline for remote transfers (§5.3, §6, design §3) |
 //! | [`relay`] | the server's behaviour: API definition, handlers, storage traits, credentials, counters (design §1) |
 //! | [`retry`] | delivery outcome classes and the backoff schedule (design §3) |
+//! | [`sqlite_schema`] | the SQLite tables of a relay's state, for the homes that keep it in SQLite (design §1.5) |
 //! | [`error`] | protocol rejections `(status, error_code, message)` and their JSON shape |
 //! | `js` | the npm package's JS bindings (wasm32 with the `js` feature only) |
 
@@ -44,6 +45,7 @@ pub mod records;
 pub mod relay;
 pub mod retry;
 pub mod sign;
+pub mod sqlite_schema;
 
 /// The npm package's JS API; behind the `js` feature, so that a Rust home compiled to wasm32
 /// (atp-worker) does not carry it (docs/design.md §1.1).

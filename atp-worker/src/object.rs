@@ -1,7 +1,7 @@
 //! The domain's Durable Object as storage (docs/design.md §4 "State"): one SQLite database per
 //! domain holding agents, inboxes, dedup records, the outbound queue, per-domain backoff and the
-//! global counters — the tables of atp-native's schema (`atp-native/src/store/schema.rs`), so the
-//! guarantees of docs/design.md §1.5 come from SQLite transactions as they do natively.
+//! global counters — the relay's SQLite schema ([`atp_wasm::sqlite_schema`], atp-native's tables),
+//! so the guarantees of docs/design.md §1.5 come from SQLite transactions as they do natively.
 //!
 //! The worker sends the object one [`Call`] per storage operation (JSON over the object's
 //! `fetch`, `crate::cf`); the object runs it with [`Domain::call`] inside one transaction and
@@ -27,48 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::sql::{Sql, Value};
 
-/// Schema steps, applied in order (the version is kept in `atp_schema`). The tables are
-/// atp-native's (migrations 1–3), with `dest_domain` set for every outbound row and NULL for
-/// inbox rows; `backoff` and `counters` are what the native server keeps in memory.
-pub const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE agents(
-    agent_id      TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    created_at    INTEGER NOT NULL
-);
-CREATE TABLE messages(
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    nonce           TEXT NOT NULL,
-    sender_domain   TEXT NOT NULL,
-    from_id         TEXT NOT NULL,
-    to_id           TEXT NOT NULL,
-    message_json    TEXT NOT NULL,
-    status          TEXT NOT NULL CHECK (status IN ('delivered', 'queued', 'delivering', 'failed', 'bounced')),
-    created_at      INTEGER NOT NULL,
-    updated_at      INTEGER NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER,
-    lease_until     INTEGER,
-    last_error      TEXT,
-    dest_domain     TEXT
-);
-CREATE INDEX messages_inbox ON messages(to_id, status, id);
-CREATE INDEX messages_due ON messages(status, next_attempt_at);
-CREATE INDEX messages_nonce ON messages(nonce);
-CREATE INDEX messages_dest ON messages(dest_domain, status);
-CREATE TABLE dedup(
-    sender_domain TEXT NOT NULL,
-    nonce         TEXT NOT NULL,
-    content_hash  BLOB NOT NULL,
-    accepted_at   INTEGER NOT NULL,
-    PRIMARY KEY(sender_domain, nonce)
-) WITHOUT ROWID;
-CREATE INDEX dedup_age ON dedup(accepted_at);
-CREATE TABLE inbox_usage(
-    agent_id TEXT PRIMARY KEY,
-    messages INTEGER NOT NULL,
-    bytes    INTEGER NOT NULL
-) WITHOUT ROWID;
+/// The object's own schema step, after the relay's SQLite schema
+/// ([`atp_wasm::sqlite_schema::MIGRATIONS`], atp-native's tables): what atp-native keeps in memory.
+/// Outbound rows carry `dest_domain`, inbox rows not.
+const OBJECT_STEP: &str = r#"
 CREATE TABLE backoff(
     domain        TEXT PRIMARY KEY,
     failures      INTEGER NOT NULL,
@@ -78,7 +40,19 @@ CREATE TABLE counters(
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#;
+
+/// Every schema step, in order (the number applied is kept in `atp_schema`).
+pub fn migrations() -> impl Iterator<Item = &'static str> {
+    atp_wasm::sqlite_schema::MIGRATIONS.into_iter().chain([OBJECT_STEP])
+}
+
+/// The statements of a schema step: `--` comments dropped, split at `;`.
+fn statements(step: &str) -> Vec<String> {
+    let text: String =
+        step.lines().map(|l| l.split_once("--").map_or(l, |(code, _)| code)).collect::<Vec<_>>().join("\n");
+    text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
 
 /// Most dedup rows one [`Call::Prune`] removes.
 pub const PRUNE_BATCH: i64 = 1000;
@@ -270,15 +244,16 @@ impl<S: Sql> Domain<S> {
         self.exec("CREATE TABLE IF NOT EXISTS atp_schema(version INTEGER NOT NULL)", &[])?;
         let rows = self.exec("SELECT version FROM atp_schema", &[])?;
         let version = rows.first().map_or(0, |r| r[0].int()) as usize;
-        for sql in MIGRATIONS.iter().skip(version) {
-            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                self.exec(stmt, &[])?;
+        let steps = migrations().count();
+        for step in migrations().skip(version) {
+            for stmt in statements(step) {
+                self.exec(&stmt, &[])?;
             }
         }
         if version == 0 {
-            self.exec("INSERT INTO atp_schema(version) VALUES (?)", &[(MIGRATIONS.len() as i64).into()])?;
-        } else if version < MIGRATIONS.len() {
-            self.exec("UPDATE atp_schema SET version = ?", &[(MIGRATIONS.len() as i64).into()])?;
+            self.exec("INSERT INTO atp_schema(version) VALUES (?)", &[(steps as i64).into()])?;
+        } else if version < steps {
+            self.exec("UPDATE atp_schema SET version = ?", &[(steps as i64).into()])?;
         }
         Ok(())
     }
@@ -713,7 +688,7 @@ mod tests {
         drop(Domain::open(Sqlite::open(&path).unwrap()).unwrap());
         let d = Domain::open(Sqlite::open(&path).unwrap()).unwrap();
         let v = d.sql.exec("SELECT version FROM atp_schema", &[]).unwrap();
-        assert_eq!(v, vec![vec![Value::Int(MIGRATIONS.len() as i64)]]);
+        assert_eq!(v, vec![vec![Value::Int(migrations().count() as i64)]]);
     }
 
     #[test]
