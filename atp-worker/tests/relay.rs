@@ -12,12 +12,14 @@ use atp_wasm::http::{HttpError, HttpRequest, HttpResponse, HttpTransport};
 use atp_wasm::keys::DomainKey;
 use atp_wasm::message::Message;
 use atp_wasm::records::atk::AtkRecord;
+use atp_wasm::relay::store::MessageStore;
 use atp_wasm::relay::ApiRequest;
 use atp_wasm::sign::{sign_message, verify_message};
 use atp_worker::clock::Clock;
 use atp_worker::config::{seed_b64, Config};
 use atp_worker::delivery::Processed;
 use atp_worker::local::LocalObject;
+use atp_worker::object::Ack;
 use atp_worker::sql::{Sql, Value as SqlValue};
 use atp_worker::worker::{Isolate, Worker};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -550,4 +552,41 @@ fn a_temporary_ats_failure_is_counted_as_such() {
         (stats["security"]["ats_temperror"].as_u64(), stats["security"]["ats_fail"].as_u64()),
         (Some(1), Some(0))
     );
+}
+
+#[test]
+fn ack_and_expire_remove_inbox_messages_and_free_the_quota() {
+    let w = World::new();
+    w.register("alice");
+    w.register("bob");
+    for i in 0..3 {
+        w.send("alice@relay.test", "bob@relay.test", &format!("m{i}"));
+        w.advance(10);
+    }
+    w.send("bob@relay.test", "alice@relay.test", "to alice");
+    // Inbox ids, page by page of one (`last_id`).
+    let ids_of = |agent: &str| {
+        let mut ids = Vec::new();
+        let mut after = 0;
+        loop {
+            let v = w.recv(agent, &format!("?limit=1&after_id={after}"));
+            let Some(id) = v["last_id"].as_i64() else { return ids };
+            ids.push(id);
+            after = id;
+        }
+    };
+    let ids = ids_of("bob@relay.test");
+    let alice_id = ids_of("alice@relay.test")[0];
+    let worker = w.worker();
+    let usage = |agent: &str| block_on(worker.store.usage(agent)).unwrap();
+    assert_eq!(usage("bob@relay.test").messages, 3);
+    assert_eq!(block_on(worker.store.ack("bob@relay.test", &Ack::UpTo(ids[0]))).unwrap(), 1);
+    assert_eq!(block_on(worker.store.ack("bob@relay.test", &Ack::Ids(vec![ids[1], alice_id]))).unwrap(), 1);
+    assert_eq!(w.recv("bob@relay.test", "")["count"], 1);
+    assert_eq!(w.recv("alice@relay.test", "")["count"], 1, "never another agent's");
+    assert_eq!(usage("bob@relay.test").messages, 1);
+    // Expire everything stored before the last message to alice.
+    assert_eq!(block_on(worker.store.expire(w.now() - 5)).unwrap(), 1, "bob's last, stored 10 s before alice's");
+    assert_eq!((usage("bob@relay.test").messages, usage("bob@relay.test").bytes), (0, 0));
+    assert_eq!(w.recv("alice@relay.test", "")["count"], 1);
 }
