@@ -624,7 +624,7 @@ pub fn hash_from_hex(s: &str) -> Option<[u8; 32]> {
     unhex(s)?.try_into().ok()
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use crate::sql::Sqlite;

@@ -2,7 +2,8 @@
 //! and DoH cache, with the domain's object over a real SQLite file (`atp_worker::local`), a
 //! hand-moved clock, and a fake network that answers DoH queries from a zone table (real DNS wire
 //! format, built by hickory-proto) and transfers with a scripted peer. The same code runs in
-//! workerd (tests/worker/run.sh).
+//! workerd (tests/worker/run.sh). Native only: the object runs on a SQLite file.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
