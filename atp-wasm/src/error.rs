@@ -207,6 +207,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn all_lists_every_code_once() {
+        // The match is exhaustive: a new code fails to compile here; list it in `ALL` too.
+        for c in ErrorCode::ALL {
+            let named = match c {
+                ErrorCode::AtsFail
+                | ErrorCode::AtsTempError
+                | ErrorCode::AtsSyntax
+                | ErrorCode::AtkSignature
+                | ErrorCode::AtkKey
+                | ErrorCode::AtkTempError
+                | ErrorCode::UnknownRecipient
+                | ErrorCode::MessageTooLarge
+                | ErrorCode::InvalidFormat
+                | ErrorCode::InvalidSender
+                | ErrorCode::InvalidRecipient
+                | ErrorCode::Replay
+                | ErrorCode::StaleTimestamp
+                | ErrorCode::RelayDenied
+                | ErrorCode::AuthFailed
+                | ErrorCode::SenderMismatch
+                | ErrorCode::Forbidden
+                | ErrorCode::Conflict
+                | ErrorCode::BadRequest
+                | ErrorCode::NotFound
+                | ErrorCode::TempFailure
+                | ErrorCode::Unavailable
+                | ErrorCode::StorageFull
+                | ErrorCode::MethodNotAllowed
+                | ErrorCode::TooManyRequests
+                | ErrorCode::MailboxFull => c,
+            };
+            assert_eq!(ErrorCode::ALL.iter().filter(|x| **x == named).count(), 1, "{c:?} listed once");
+        }
+    }
+
+    #[test]
     fn json_shape_has_error_code_and_extras() {
         let r = Rejection::new(ErrorCode::AtsFail, "ATS validation failed").with("matched_directive", "deny=all");
         assert_eq!(r.status(), 403);
