@@ -67,12 +67,32 @@ pub struct NewRow {
     pub from_id: String,
     pub to_id: String,
     pub json: String,
-    /// `delivered` (a local inbox) or `queued` (another domain: stored `delivering` until
-    /// `lease_until`, for the attempt right after the 202).
-    pub status: String,
+    /// A local inbox's, or for another domain (stored `delivering` until `lease_until`, for the
+    /// attempt right after the 202).
+    pub kind: Kind,
     pub content_hash: String,
     pub now: i64,
     pub lease_until: i64,
+}
+
+/// Where a stored message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Into a local agent's inbox (`delivered`).
+    Inbox,
+    /// Into the outbound queue.
+    Outbound,
+}
+
+/// What storing a message did (the dedup row decides, in the storing transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Stored under this row id.
+    New(i64),
+    /// An exact repeat of a message stored before: nothing written.
+    Duplicate,
+    /// The nonce is taken by other content: nothing written.
+    Replay,
 }
 
 /// Which of an agent's inbox messages an acknowledgement removes (issue 18's `Ack`).
@@ -201,16 +221,9 @@ pub enum Reply {
     Text(Option<String>),
     Bool(bool),
     Ids(Vec<String>),
-    /// What storing did: a new row id, or `Duplicate` / `Replay`.
-    Stored {
-        id: Option<i64>,
-        outcome: String,
-    },
+    Stored(Outcome),
     Rows(Vec<(i64, String)>),
-    Usage {
-        messages: u64,
-        bytes: u64,
-    },
+    Usage { messages: u64, bytes: u64 },
     Info(Option<MessageInfo>),
     Counts(BTreeMap<String, i64>),
     Count(u64),
@@ -362,8 +375,8 @@ impl<S: Sql> Domain<S> {
     /// decided by the dedup row, all in the caller's transaction.
     fn store(&self, m: &NewRow) -> Result<Reply, StoreError> {
         match self.seen(&m.sender_domain, &m.nonce)? {
-            Some(h) if h == m.content_hash => return Ok(Reply::Stored { id: None, outcome: "duplicate".into() }),
-            Some(_) => return Ok(Reply::Stored { id: None, outcome: "replay".into() }),
+            Some(h) if h == m.content_hash => return Ok(Reply::Stored(Outcome::Duplicate)),
+            Some(_) => return Ok(Reply::Stored(Outcome::Replay)),
             None => {}
         }
         let hash = unhex(&m.content_hash).ok_or_else(|| StoreError::new("content hash is not 32 bytes of hex"))?;
@@ -372,12 +385,12 @@ impl<S: Sql> Domain<S> {
             "INSERT INTO dedup(sender_domain, nonce, content_hash, accepted_at) VALUES (?, ?, ?, ?)",
             &[m.sender_domain.as_str().into(), m.nonce.as_str().into(), Value::Blob(hash), m.now.into()],
         )?;
-        Ok(Reply::Stored { id: Some(id), outcome: "new".into() })
+        Ok(Reply::Stored(Outcome::New(id)))
     }
 
     /// Inserts a message row: an inbox row (`delivered`, its usage counted) or an outbound one.
     fn insert(&self, m: &NewRow) -> Result<i64, StoreError> {
-        let delivered = m.status == "delivered";
+        let delivered = m.kind == Kind::Inbox;
         let (status, dest, next, lease) = if delivered {
             ("delivered", None, None, None)
         } else {
@@ -653,17 +666,24 @@ mod tests {
             from_id: "amy@x.test".into(),
             to_id: to.into(),
             json: json.into(),
-            status: if to.ends_with("@r.test") { "delivered" } else { "queued" }.into(),
+            kind: if to.ends_with("@r.test") { Kind::Inbox } else { Kind::Outbound },
             content_hash: hash_hex(&[hash; 32]),
             now: 1000,
             lease_until: 1120,
         }
     }
 
-    fn stored(r: Reply) -> (Option<i64>, String) {
+    fn stored(r: Reply) -> Outcome {
         match r {
-            Reply::Stored { id, outcome } => (id, outcome),
+            Reply::Stored(o) => o,
             r => panic!("{r:?}"),
+        }
+    }
+
+    fn new_id(r: Reply) -> i64 {
+        match stored(r) {
+            Outcome::New(id) => id,
+            o => panic!("{o:?}"),
         }
     }
 
@@ -705,16 +725,15 @@ mod tests {
     #[test]
     fn a_message_its_dedup_row_and_usage_are_stored_together() {
         let db = db();
-        let (id1, o) = stored(db.call(Call::Store(row("n1", "bo@r.test", "{\"a\":1}", 1))));
-        assert_eq!((id1.is_some(), o.as_str()), (true, "new"));
-        assert_eq!(stored(db.call(Call::Store(row("n1", "bo@r.test", "{\"a\":1}", 1)))), (None, "duplicate".into()));
-        assert_eq!(stored(db.call(Call::Store(row("n1", "bo@r.test", "{\"a\":2}", 2)))), (None, "replay".into()));
+        let id1 = new_id(db.call(Call::Store(row("n1", "bo@r.test", "{\"a\":1}", 1))));
+        assert_eq!(stored(db.call(Call::Store(row("n1", "bo@r.test", "{\"a\":1}", 1)))), Outcome::Duplicate);
+        assert_eq!(stored(db.call(Call::Store(row("n1", "bo@r.test", "{\"a\":2}", 2)))), Outcome::Replay);
         assert_eq!(
             db.call(Call::Seen { sender_domain: "x.test".into(), nonce: "n1".into() }),
             Reply::Text(Some(hash_hex(&[1; 32])))
         );
         assert_eq!(db.call(Call::Seen { sender_domain: "y.test".into(), nonce: "n1".into() }), Reply::Text(None));
-        assert_eq!(page(&db, "bo@r.test", 0, 50, 1 << 20), vec![id1.unwrap()], "stored once");
+        assert_eq!(page(&db, "bo@r.test", 0, 50, 1 << 20), vec![id1], "stored once");
         assert_eq!(usage(&db, "bo@r.test"), (1, 7));
         // A call that fails after its first write leaves nothing behind.
         let failed = db.d.sql.transaction(|| {
@@ -732,8 +751,7 @@ mod tests {
         let db = db();
         let mut ids = Vec::new();
         for i in 0..6 {
-            let (id, _) = stored(db.call(Call::Store(row(&format!("n{i}"), "bo@r.test", &"x".repeat(100), i))));
-            ids.push(id.unwrap());
+            ids.push(new_id(db.call(Call::Store(row(&format!("n{i}"), "bo@r.test", &"x".repeat(100), i)))));
             db.call(Call::Store(row(&format!("c{i}"), "cy@r.test", "{}", 100 + i)));
         }
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
@@ -749,10 +767,9 @@ mod tests {
     #[test]
     fn ack_removes_only_the_agents_messages_and_frees_quota() {
         let db = db();
-        let ids: Vec<i64> = (0..5)
-            .map(|i| stored(db.call(Call::Store(row(&format!("n{i}"), "bo@r.test", "{}", i)))).0.unwrap())
-            .collect();
-        let cy = stored(db.call(Call::Store(row("c", "cy@r.test", "{}", 9)))).0.unwrap();
+        let ids: Vec<i64> =
+            (0..5).map(|i| new_id(db.call(Call::Store(row(&format!("n{i}"), "bo@r.test", "{}", i))))).collect();
+        let cy = new_id(db.call(Call::Store(row("c", "cy@r.test", "{}", 9))));
         let ack = |agent: &str, a: Ack| db.call(Call::Ack { agent: agent.into(), ack: a });
         assert_eq!(ack("bo@r.test", Ack::UpTo(ids[1])), Reply::Count(2));
         assert_eq!(ack("bo@r.test", Ack::Ids(vec![ids[3], cy, 999])), Reply::Count(1), "never another agent's");
@@ -760,7 +777,11 @@ mod tests {
         assert_eq!(page(&db, "cy@r.test", 0, 50, 1 << 20), vec![cy]);
         assert_eq!(usage(&db, "bo@r.test"), (2, 4));
         assert_eq!(ack("bo@r.test", Ack::UpTo(ids[1])), Reply::Count(0), "acknowledged once");
-        assert_eq!(stored(db.call(Call::Store(row("n0", "bo@r.test", "{}", 0)))).1, "duplicate", "dedup rows stay");
+        assert_eq!(
+            stored(db.call(Call::Store(row("n0", "bo@r.test", "{}", 0)))),
+            Outcome::Duplicate,
+            "dedup rows stay"
+        );
         assert!(db.d.call(Call::Ack { agent: "bo@r.test".into(), ack: Ack::Ids(vec![1; MAX_ACK_IDS + 1]) }).is_err());
     }
 

@@ -19,7 +19,7 @@ use atp_wasm::relay::store::{
 use serde_json::{json, Map, Value};
 
 use crate::clock::Clock;
-use crate::object::{hash_from_hex, hash_hex, Ack, Call, NewRow, Outbound, Reply, Settle};
+use crate::object::{hash_from_hex, hash_hex, Ack, Call, Kind, NewRow, Outbound, Outcome, Reply, Settle};
 use crate::worker::Isolate;
 
 /// How long a message being attempted stays out of the sweep's way (its lease), in seconds. A
@@ -153,7 +153,7 @@ impl<O: Objects> Store<O> {
             from_id: from.into(),
             to_id: agent.into(),
             json,
-            status: MessageStatus::Delivered.as_str().into(),
+            kind: Kind::Inbox,
             content_hash: hash_hex(&[0; 32]),
             now,
             lease_until: now,
@@ -212,27 +212,29 @@ impl<O: Objects> MessageStore for Store<O> {
             from_id: m.from_id,
             to_id: m.to_id,
             json: m.json,
-            status: m.status.as_str().into(),
+            kind: match m.status {
+                MessageStatus::Delivered => Kind::Inbox,
+                MessageStatus::Queued => Kind::Outbound,
+            },
             content_hash: hash_hex(&m.content_hash),
             now: m.now,
             lease_until: m.now + LEASE_SECS,
         };
         let reply = self.objects.call(&Call::Store(row.clone())).await?;
-        let Reply::Stored { id, outcome } = reply else { return Err(unexpected("store", &reply)) };
-        match (id, outcome.as_str()) {
-            (Some(id), "new") => {
-                if m.status == MessageStatus::Queued {
+        let Reply::Stored(outcome) = reply else { return Err(unexpected("store", &reply)) };
+        Ok(match outcome {
+            Outcome::New(id) => {
+                if row.kind == Kind::Outbound {
                     let domain = row.to_id.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
                     let (nonce, from, to, json) = (row.nonce, row.from_id, row.to_id, row.json);
                     let o = Outbound { id, nonce, from, to, domain, created_at: m.now, attempts: 0, json };
                     self.queued.borrow_mut().push(o);
                 }
-                Ok(Stored::New(id))
+                Stored::New(id)
             }
-            (_, "duplicate") => Ok(Stored::Duplicate),
-            (_, "replay") => Ok(Stored::Replay),
-            _ => Err(StoreError::new(format!("the domain object answered store with {outcome:?}"))),
-        }
+            Outcome::Duplicate => Stored::Duplicate,
+            Outcome::Replay => Stored::Replay,
+        })
     }
 
     async fn inbox(
