@@ -47,8 +47,9 @@ pub struct Store<O> {
     queued: RefCell<Vec<Outbound>>,
 }
 
-fn unexpected(call: &str, r: &Reply) -> StoreError {
-    StoreError::new(format!("the domain object answered {call} with {r:?}"))
+/// An answer of the wrong kind (a worker and an object of different versions).
+fn unexpected(call: &str, _: &Reply) -> StoreError {
+    StoreError::new(format!("the domain object answered {call} with another kind of answer"))
 }
 
 /// A read or a write whose outcome is known either way (nothing is half-done: one transaction).
