@@ -591,3 +591,32 @@ fn ack_and_expire_remove_inbox_messages_and_free_the_quota() {
     assert_eq!((usage("bob@relay.test").messages, usage("bob@relay.test").bytes), (0, 0));
     assert_eq!(w.recv("alice@relay.test", "")["count"], 1);
 }
+
+#[test]
+fn counters_are_global_across_isolates() {
+    let mut w = World::new();
+    w.register("alice");
+    w.register("bob");
+    for i in 0..2 {
+        assert_eq!(w.send("alice@relay.test", "bob@relay.test", &format!("m{i}")).0, 202);
+    }
+    // The first isolate flushes (cf.rs does so in `waitUntil`, FLUSH_DELAY after counting) …
+    block_on(w.worker().flush_counters()).unwrap();
+    // … and a fresh isolate, which counted nothing itself, shows the domain's totals.
+    w.advance(60);
+    w.iso = Rc::new(Isolate::new(w.time.get()));
+    let stats = w.call("GET", "stats", Some("Bearer tok"), "").1;
+    assert_eq!(
+        (stats["messages"]["received"].as_u64(), stats["messages"]["delivered_local"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(stats["uptime"], 60, "counted from the first flush");
+    let text = w.call("GET", "metrics", Some("Bearer tok"), "").1;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("atp_messages_delivered_local_total 2\n"), "{text}");
+    assert!(text.contains("atp_agents_registered_total 2\n"), "{text}");
+    // Refusals are global too; a refusal counted by this isolate shows once flushed by `stats`.
+    assert_eq!(w.call("GET", "stats", None, "").0, 401);
+    let stats = w.call("GET", "stats", Some("Bearer tok"), "").1;
+    assert_eq!(stats["rejections"]["535 5.7.8"], 1, "{stats}");
+}
