@@ -481,6 +481,15 @@ pub struct StartArgs {
     /// Extra trusted root certificate (PEM) for outbound transfers, e.g. a test CA.
     #[arg(long, env = "ATP_PEER_CA", value_name = "FILE")]
     pub peer_ca: Option<PathBuf>,
+    /// Where the domain's data lives: `sqlite:///path/to/file.db` [default: <home>/data/<domain>.db]
+    /// or `postgres://user:password@host:port/dbname`, which any number of atp nodes of the domain
+    /// may share (docs/design.md §5d). Also `[store] url`.
+    #[arg(long, env = "ATP_DATABASE", value_name = "URL", hide_env_values = true)]
+    pub database: Option<crate::store::DatabaseUrl>,
+    /// How long a node owns a message it is delivering; the lease of a node that died is taken
+    /// over after this [default: 300]. Also `[delivery] lease_seconds`.
+    #[arg(long, env = "ATP_LEASE_SECONDS", value_name = "SECS")]
+    pub lease_seconds: Option<u64>,
     /// Seconds before the first retry of a failed transfer; doubles up to --retry-cap [default: 30].
     /// Also `[delivery] retry_base`.
     #[arg(long, env = "ATP_RETRY_BASE", value_name = "SECS")]

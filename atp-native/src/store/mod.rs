@@ -7,9 +7,13 @@
 //! holding it was committed. Its dedup row `(sender domain, nonce, content hash)` is written in the
 //! same transaction; [`DedupStore`] reads it back for the core's pipeline.
 
+pub mod backend;
+pub mod postgres;
 pub mod queue;
 pub mod schema;
 pub mod writer;
+
+pub use backend::{Backend, DatabaseUrl};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -45,6 +49,11 @@ pub enum DbError {
     Locked(PathBuf),
     #[error("{path}: {source}")]
     Lock { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the database has schema version {found}, newer than this atp knows ({known}): upgrade atp, or use \
+         another database"
+    )]
+    SchemaTooNew { found: usize, known: usize },
 }
 
 /// What kind of storage trouble a [`DbError`] is, for the client's answer (`error.rs`).
@@ -95,7 +104,7 @@ impl DbError {
             DbError::Sqlite(e) => Fault::of_sqlite(e),
             DbError::Commit(c) => c.fault,
             DbError::Lock { source, .. } => Fault::of_io(source),
-            DbError::WriterGone | DbError::Task(_) | DbError::Locked(_) => Fault::Other,
+            DbError::WriterGone | DbError::Task(_) | DbError::Locked(_) | DbError::SchemaTooNew { .. } => Fault::Other,
         }
     }
 }
@@ -408,6 +417,16 @@ impl Store {
             .optional()
         })
         .await
+    }
+
+    /// The backoff of every destination domain blocked at `now` ([`queue::backoffs`]).
+    pub async fn backoffs(&self, now: i64) -> Result<Vec<(String, atp_wasm::delivery::Backoff)>, DbError> {
+        self.read(move |c| queue::backoffs(c, now)).await
+    }
+
+    /// Records a domain's backoff (`None`: it answered, forget it).
+    pub async fn set_backoff(&self, domain: &str, backoff: Option<atp_wasm::delivery::Backoff>) -> Result<(), DbError> {
+        self.queue(QueueOp::Backoff { domain: domain.to_owned(), backoff }).await.map(|_| ())
     }
 
     /// Message counts per status, and the number of registered agents.
