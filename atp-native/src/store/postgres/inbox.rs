@@ -13,6 +13,7 @@ pub const INBOX_CHANNEL: &str = "atp_inbox";
 /// Inbox announcements from every node (`LISTEN atp_inbox` on a connection of its own): the
 /// agent ids whose inboxes got a message. A hint for waking push streams (issue 18), bounded:
 /// when the reader falls behind, announcements are dropped (a woken stream reads the inbox anyway).
+#[cfg_attr(not(test), allow(dead_code))]
 pub struct InboxListener {
     pub agents: tokio::sync::mpsc::Receiver<String>,
     _client: tokio_postgres::Client,
