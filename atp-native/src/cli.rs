@@ -485,7 +485,7 @@ pub struct StartArgs {
     /// or `postgres://user:password@host:port/dbname`, which any number of atp nodes of the domain
     /// may share (docs/design.md §5d). Also `[store] url`.
     #[arg(long, env = "ATP_DATABASE", value_name = "URL", hide_env_values = true)]
-    pub database: Option<crate::store::DatabaseUrl>,
+    pub database: Option<String>,
     /// How long a node owns a message it is delivering; the lease of a node that died is taken
     /// over after this [default: 300]. Also `[delivery] lease_seconds`.
     #[arg(long, env = "ATP_LEASE_SECONDS", value_name = "SECS")]

@@ -126,7 +126,7 @@ pub enum ConfigError {
     BadDelivery(&'static str),
     #[error("limits: {0}")]
     BadLimits(&'static str),
-    #[error("[store] url: {0}")]
+    #[error("--database / [store] url: {0}")]
     BadDatabase(#[from] crate::store::backend::BadDatabaseUrl),
     #[error("[store] pool_size must be between 1 and 1000")]
     BadPoolSize,
@@ -288,10 +288,10 @@ impl Settings {
         if !(1..=86400).contains(&lease_secs) {
             return Err(ConfigError::BadDelivery("lease_seconds must be between 1 and 86400"));
         }
-        let database = match (args.database, file.store.url) {
-            (Some(url), _) => url,
-            (None, Some(url)) => url.parse()?,
-            (None, None) => crate::store::DatabaseUrl::Sqlite(home.db_path(&domain)),
+        // Parsed here, not by clap, so that a refusal never shows the URL's password.
+        let database = match args.database.or(file.store.url) {
+            Some(url) => url.parse()?,
+            None => crate::store::DatabaseUrl::Sqlite(home.db_path(&domain)),
         };
         let pool_size = file.store.pool_size.unwrap_or(crate::store::postgres::POOL_SIZE);
         if !(1..=1000).contains(&pool_size) {
