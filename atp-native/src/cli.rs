@@ -56,10 +56,34 @@ pub enum Command {
     /// Check everything mail for a domain needs, with a fix for each problem: DNS records, the
     /// certificate, the port, the clock, the home's permissions, disk space and the queue.
     Doctor(DoctorArgs),
+    /// Move a domain's database between backends (SQLite to PostgreSQL).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one page per command with --dir.
     Man(ManArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreAction {
+    /// Copy a stopped server's SQLite database into an empty PostgreSQL database (agents, inboxes with
+    /// their ids, the queue, dedup records, backoff); the SQLite file is left as it was.
+    Migrate(StoreMigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StoreMigrateArgs {
+    /// The SQLite database: sqlite:///path/to/<domain>.db (the server must be stopped).
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// The PostgreSQL database: postgres://user:password@host:port/dbname (empty).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
 }
 
 #[derive(Args, Debug)]

@@ -163,3 +163,48 @@ async fn sqlite_urls_from_the_flag_and_config() {
     let log = start_fails(&Options::new("a.test").arg("--database").arg(&format!("sqlite://{}", other.display())));
     assert!(log.contains("in use by another atp server"), "{log}");
 }
+
+/// `atp store migrate`: a domain served from SQLite moves to PostgreSQL; after the move the
+/// agent reads on with the cursor it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_migrate_moves_a_sqlite_home_to_postgres() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.create_db("atp");
+    let s = Server::start("a.test");
+    register(&s, "alice@a.test", "alice-pw").await;
+    register(&s, "bob@a.test", "bob-pw").await;
+    let c = client();
+    for i in 0..3 {
+        let m = message("alice@a.test", "bob@a.test", &format!("s{i}"));
+        let (st, v) = call(c.post(s.url("message")).basic_auth("alice@a.test", Some("alice-pw")).json(&m)).await;
+        assert_eq!(st, 202, "{v}");
+    }
+    let (before, cursor) = inbox(&s, "bob@a.test", "bob-pw", 0, 2).await;
+    let db = s.home_path().join("data/a.test.db");
+    let migrate = |from: &str, to: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_atp"))
+            .args(["store", "migrate", "--from", from, "--to", to])
+            .env_remove("ATP_HOME")
+            .output()
+            .unwrap()
+    };
+    let sqlite_url = format!("sqlite://{}", db.display());
+    let out = migrate(&sqlite_url, &url);
+    assert!(!out.status.success(), "refused while the server runs");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another atp server"), "{out:?}");
+    let home = s.stop();
+    let out = migrate(&sqlite_url, &url);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Copied 2 agents, 3 messages, 3 dedup records"), "{text}");
+    let s = Server::start_in(Options::new("a.test").arg("--database").arg(&url), home, free_port());
+    assert_eq!(inbox(&s, "bob@a.test", "bob-pw", 0, 500).await.0.len(), 3);
+    let (rest, _) = inbox(&s, "bob@a.test", "bob-pw", cursor.unwrap(), 500).await;
+    assert_eq!((before.len(), rest), (2, vec!["s2".to_string()]), "the cursor stays valid");
+    let m = message("alice@a.test", "bob@a.test", "s3");
+    let (st, v) = call(c.post(s.url("message")).basic_auth("alice@a.test", Some("alice-pw")).json(&m)).await;
+    assert_eq!(st, 202, "{v}");
+    let out = migrate(&sqlite_url, &url);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"), "{out:?}");
+    drop((s, pg));
+}

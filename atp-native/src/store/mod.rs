@@ -14,6 +14,7 @@ pub mod schema;
 pub mod writer;
 
 pub use backend::{Backend, DatabaseUrl};
+pub use postgres::PgStore;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

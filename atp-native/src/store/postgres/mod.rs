@@ -14,6 +14,7 @@
 //! * **Dedup across nodes.** The `(sender domain, nonce)` primary key decides: of two nodes storing
 //!   the same message at once, the second waits for the first's commit and answers a duplicate.
 
+pub mod import;
 mod inbox;
 pub mod queue;
 pub mod schema;

@@ -329,3 +329,60 @@ async fn ack_expire_and_inbox_announcements() {
     // A new message continues the agent's ids.
     assert_eq!(a.insert_message(&msg("m9", 1, "u@a.test")).await.unwrap(), Stored::New(7));
 }
+
+/// A SQLite database moves into PostgreSQL whole: agents, inboxes with their ids (cursors stay
+/// valid), usage, dedup records, the queue (a leased row due at once), backoff; an import into a
+/// database that holds data is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_a_sqlite_database() {
+    let pg = cluster().await;
+    let url = pg.create_db("atp");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.test.db");
+    let sqlite = crate::store::Store::open(&path).unwrap();
+    sqlite.insert_agent("u@a.test", "hash-u", 10).await.unwrap();
+    sqlite.insert_agent("v@a.test", "hash-v", 11).await.unwrap();
+    for i in 0..5 {
+        sqlite
+            .insert_message(msg(&format!("m{i}"), i as u8, if i % 2 == 0 { "u@a.test" } else { "v@a.test" }))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        sqlite.insert_message(queued(&format!("q{i}"), "z@b.test")).await.unwrap();
+    }
+    let leased = sqlite.claim(100, 400, 1, vec![]).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    sqlite.set_backoff("b.test", Some(Backoff { failures: 2, blocked_until: 5000 })).await.unwrap();
+    let u_page = sqlite.inbox("u@a.test", 0, 50, usize::MAX).await.unwrap();
+    let u_usage = sqlite.usage("u@a.test").await.unwrap();
+    sqlite.close().await;
+    drop(sqlite);
+
+    let store = PgStore::open(&url, "n:1", 4).await.unwrap();
+    let done = store.import_sqlite(&path, 777).await.unwrap();
+    assert_eq!((done.agents, done.messages, done.dedup, done.backoffs), (2, 8, 8, 1));
+    assert_eq!(store.agents().await.unwrap(), ["u@a.test", "v@a.test"]);
+    assert_eq!(store.agent_hash("v@a.test").await.unwrap().as_deref(), Some("hash-v"));
+    assert_eq!(store.inbox("u@a.test", 0, 50, usize::MAX).await.unwrap(), u_page, "same ids, same messages");
+    let cursor = u_page[0].id;
+    assert_eq!(store.inbox("u@a.test", cursor, 50, usize::MAX).await.unwrap(), u_page[1..].to_vec());
+    assert_eq!(store.usage("u@a.test").await.unwrap(), u_usage);
+    assert_eq!(store.seen("a.test", "m3").await.unwrap(), Some([3; 32]));
+    assert_eq!(store.insert_message(&msg("m3", 3, "v@a.test")).await.unwrap(), Stored::Duplicate);
+    // New inbox ids continue after the largest; new rows after every imported row.
+    let last = u_page.last().unwrap().id;
+    assert_eq!(store.insert_message(&msg("new", 1, "u@a.test")).await.unwrap(), Stored::New(last + 1));
+    let Stored::New(row) = store.insert_message(&queued("q-new", "z@b.test")).await.unwrap() else { panic!() };
+    assert!(row > 8);
+    // The leased row is due at once; the backoff came along.
+    let info = store.inspect(&leased[0].nonce).await.unwrap().unwrap();
+    assert_eq!((info.status.as_str(), info.next_attempt_at), ("queued", Some(777)));
+    assert_eq!(store.claim(777, 900, 10, &[]).await.unwrap().len(), 4);
+    assert_eq!(
+        store.backoffs(100).await.unwrap(),
+        [("b.test".to_string(), Backoff { failures: 2, blocked_until: 5000 })]
+    );
+    let again = store.import_sqlite(&path, 777).await.unwrap_err().to_string();
+    assert!(again.contains("already holds 2 agents"), "{again}");
+}
