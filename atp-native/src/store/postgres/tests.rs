@@ -207,7 +207,7 @@ async fn queue_claims_and_leases_across_nodes() {
     assert_eq!(a_row.len(), 1);
     let b2 = PgStore::open(&url, "b:1", 8).await.unwrap();
     assert_eq!(b2.queue(QueueOp::Recover { now: 702 }).await.unwrap(), 198);
-    let left = pg.psql("atp", &format!("SELECT lease_owner FROM messages WHERE status = 'delivering'"));
+    let left = pg.psql("atp", "SELECT lease_owner FROM messages WHERE status = 'delivering'");
     assert_eq!(left, a.owner(), "a's live lease stays");
     // Blocked domains are skipped; the next due time ignores them.
     let rows = b2.claim(702, 1000, 500, &["b.test".into(), "c.test".into()]).await.unwrap();
