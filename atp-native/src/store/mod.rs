@@ -127,6 +127,31 @@ impl From<DbError> for StoreError {
     }
 }
 
+/// The byte bound of an inbox page (the rule of [`atp_wasm::relay::store::within_page`]) for
+/// stores that look at each row's length before reading it: the first row always comes, later ones
+/// while the total stays within `max_bytes`.
+pub(crate) struct PageBudget {
+    max_bytes: usize,
+    bytes: usize,
+    rows: usize,
+}
+
+impl PageBudget {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        PageBudget { max_bytes, bytes: 0, rows: 0 }
+    }
+
+    /// Whether a row of `len` bytes joins the page (counting it if so).
+    pub(crate) fn admits(&mut self, len: usize) -> bool {
+        if self.rows > 0 && self.bytes.saturating_add(len) > self.max_bytes {
+            return false;
+        }
+        self.bytes = self.bytes.saturating_add(len);
+        self.rows += 1;
+        true
+    }
+}
+
 /// Handle to one domain's database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -351,14 +376,12 @@ impl Store {
             )?;
             let mut rows = st.query(params![agent, after_id, limit as i64])?;
             let mut out = Vec::new();
-            let mut bytes = 0usize;
+            let mut page = PageBudget::new(max_bytes);
             while let Some(r) = rows.next()? {
                 // The length first: a row that would pass the limit is not read at all.
-                let len = r.get_ref(1)?.as_bytes().map(<[u8]>::len).unwrap_or(0);
-                if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+                if !page.admits(r.get_ref(1)?.as_bytes().map(<[u8]>::len).unwrap_or(0)) {
                     break;
                 }
-                bytes = bytes.saturating_add(len);
                 out.push(InboxRow { id: r.get(0)?, json: r.get(1)? });
             }
             Ok(out)
@@ -496,10 +519,11 @@ impl MessageStore for Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn msg(nonce: &str, hash: u8, to: &str) -> NewMessage {
+    /// A delivered message from `x@a.test` (the SQLite and PostgreSQL stores' tests).
+    pub(crate) fn msg(nonce: &str, hash: u8, to: &str) -> NewMessage {
         NewMessage {
             nonce: nonce.into(),
             sender_domain: "a.test".into(),

@@ -5,6 +5,7 @@
 use atp_wasm::relay::store::{InboxRow, MessageStatus, NewMessage, Stored, Usage};
 
 use super::{commit, PgError, PgStore};
+use crate::store::PageBudget;
 
 /// The channel a stored inbox message is announced on (`NOTIFY atp_inbox, '<agent>'`, sent by
 /// PostgreSQL at commit), so that push streams on other nodes wake (docs/design.md §5c).
@@ -153,13 +154,11 @@ impl PgStore {
             )
             .await?;
         let mut ids = Vec::new();
-        let mut bytes = 0usize;
+        let mut page = PageBudget::new(max_bytes);
         for r in c.query(&st, &[&agent, &after_id, &(limit as i64)]).await? {
-            let len = r.get::<_, i32>(1).max(0) as usize;
-            if !ids.is_empty() && bytes.saturating_add(len) > max_bytes {
+            if !page.admits(r.get::<_, i32>(1).max(0) as usize) {
                 break;
             }
-            bytes = bytes.saturating_add(len);
             ids.push(r.get::<_, i64>(0));
         }
         if ids.is_empty() {

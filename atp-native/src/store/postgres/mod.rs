@@ -1,7 +1,7 @@
 //! The PostgreSQL store (docs/design.md §5d): several `atp` nodes serve one domain from one
-//! database. It implements the core's storage traits ([`AgentStore`], [`MessageStore`],
-//! [`DedupStore`]) and the delivery engine's queue ([`queue`]) over a bounded pool of connections
-//! (deadpool-postgres over tokio-postgres).
+//! database. It provides what the core's storage traits need (`relay::store::AgentStore`,
+//! `MessageStore`, through [`crate::store::Backend`], and [`DedupStore`]) and the delivery engine's
+//! queue ([`queue`]) over a bounded pool of connections (deadpool-postgres over tokio-postgres).
 //!
 //! * **Durability.** A message, its dedup row and its inbox usage are written in one transaction,
 //!   and the caller hears "stored" only after `COMMIT` returned. A failure before `COMMIT` is "not
@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use atp_wasm::env::{ContentHash, DedupStore, StoreError, StoreFault};
-use atp_wasm::relay::store::{AgentStore, InboxRow, MessageInfo, MessageStore, NewMessage, QueueCounts, Stored, Usage};
+use atp_wasm::relay::store::{MessageInfo, QueueCounts};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
@@ -256,44 +256,5 @@ impl DedupStore for PgStore {
             .map_err(PgError::from)?;
         let row = c.query_opt(&st, &[&sender_domain, &nonce]).await.map_err(PgError::from)?;
         Ok(row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()))
-    }
-}
-
-impl AgentStore for PgStore {
-    async fn agent_hash(&self, id: &str) -> Result<Option<String>, StoreError> {
-        Ok(PgStore::agent_hash(self, id).await?)
-    }
-    async fn agent_exists(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(PgStore::agent_exists(self, id).await?)
-    }
-    async fn insert_agent(&self, id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
-        Ok(PgStore::insert_agent(self, id, hash, now).await?)
-    }
-    async fn agent_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.agents().await?)
-    }
-}
-
-impl MessageStore for PgStore {
-    async fn store_message(&self, m: NewMessage) -> Result<Stored, StoreError> {
-        Ok(self.insert_message(&m).await?)
-    }
-    async fn inbox(
-        &self,
-        agent: &str,
-        after: i64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<InboxRow>, StoreError> {
-        Ok(PgStore::inbox(self, agent, after, limit, max_bytes).await?)
-    }
-    async fn message_info(&self, nonce: &str) -> Result<Option<MessageInfo>, StoreError> {
-        Ok(self.inspect(nonce).await?)
-    }
-    async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
-        Ok(self.counts().await?.0)
-    }
-    async fn usage(&self, agent: &str) -> Result<Usage, StoreError> {
-        Ok(PgStore::usage(self, agent).await?)
     }
 }

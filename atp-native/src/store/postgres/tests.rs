@@ -4,28 +4,16 @@
 use std::collections::HashSet;
 
 use atp_wasm::delivery::Backoff;
-use atp_wasm::env::{DedupStore, StoreFault};
-use atp_wasm::relay::store::{MessageStatus as Status, MessageStore, NewMessage, Stored, Usage};
+use atp_wasm::env::{DedupStore, StoreError, StoreFault};
+use atp_wasm::relay::store::{MessageStatus as Status, NewMessage, Stored, Usage};
 
 use super::{Ack, PgStore};
 use crate::store::queue::QueueOp;
+use crate::store::tests::msg;
 
 #[path = "../../../tests/common/postgres.rs"]
 mod cluster;
 use cluster::Postgres;
-
-fn msg(nonce: &str, hash: u8, to: &str) -> NewMessage {
-    NewMessage {
-        nonce: nonce.into(),
-        sender_domain: "a.test".into(),
-        from_id: "x@a.test".into(),
-        to_id: to.into(),
-        json: format!("{{\"nonce\":\"{nonce}\"}}"),
-        status: Status::Delivered,
-        content_hash: [hash; 32],
-        now: 100,
-    }
-}
 
 fn queued(nonce: &str, to: &str) -> NewMessage {
     NewMessage { status: Status::Queued, ..msg(nonce, 1, to) }
@@ -266,7 +254,7 @@ async fn database_down_is_unavailable_then_recovers() {
     })
     .await
     .unwrap();
-    let err = store.store_message(msg("during", 1, "b@a.test")).await.unwrap_err();
+    let err = StoreError::from(store.insert_message(&msg("during", 1, "b@a.test")).await.unwrap_err());
     assert_eq!((err.fault, err.outcome_unknown), (StoreFault::Unavailable, false), "{err}");
     let r = err.to_rejection();
     assert_eq!((r.status(), r.to_json()["storage"].as_str()), (503, Some("unavailable")));
