@@ -72,9 +72,10 @@ pgport=$(free_port)
 "${as_pg[@]}" "$pgbin/initdb" -D "$pgdata" -U postgres -A trust -E UTF8 --locale=C >/dev/null
 "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdata" -l "$work/pg.log" -w \
   -o "-p $pgport -k $work -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
-db=0
-new_db() { db=$((db + 1)); "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -qc "CREATE DATABASE b$db"; \
-  echo "postgres://postgres@127.0.0.1:$pgport/b$db"; }
+new_db() { # name -> its URL
+  "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -qc "CREATE DATABASE $1"
+  echo "postgres://postgres@127.0.0.1:$pgport/$1"
+}
 
 # bench LABEL NODES MODE CONCURRENCY PORTS… -> one JSON line per process in $OUT/results.jsonl
 bench() {
@@ -117,8 +118,8 @@ run_setup() { # label nodes [database url]
 }
 
 run_setup sqlite 1
-run_setup pg-1-node 1 "$(new_db)"
-run_setup pg-2-nodes 2 "$(new_db)"
+run_setup pg-1-node 1 "$(new_db one_node)"
+run_setup pg-2-nodes 2 "$(new_db two_nodes)"
 
 python3 - "$OUT/results.jsonl" "$LEVELS" "$E2E_LEVEL" <<'EOF'
 import json, sys
