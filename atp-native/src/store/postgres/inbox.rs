@@ -7,9 +7,42 @@ use atp_wasm::relay::store::{InboxRow, MessageStatus, NewMessage, Stored, Usage}
 use super::{commit, PgError, PgStore};
 use crate::store::PageBudget;
 
-/// The channel a stored inbox message is announced on (`NOTIFY atp_inbox, '<agent>'`, sent by
-/// PostgreSQL at commit), so that push streams on other nodes wake (docs/design.md §5c).
+/// The channel a stored inbox message is announced on (`NOTIFY atp_inbox, '<agent>'`), so that push
+/// streams on other nodes wake (docs/design.md §5c).
 pub const INBOX_CHANNEL: &str = "atp_inbox";
+
+/// Announcements waiting for the announcer; beyond this they are dropped (a hint, not data).
+pub(super) const ANNOUNCE_QUEUE: usize = 4096;
+/// Most agents announced in one round (one transaction).
+const ANNOUNCE_ROUND: usize = 1000;
+
+/// Sends the announcements of committed inbox messages: each round takes what is waiting (agents
+/// once each) and notifies them in one transaction. Not inside the storing transactions: a
+/// transaction that notifies holds a database-wide lock through its commit, which would make every
+/// submission wait for the one before it instead of sharing fsyncs (docs/design.md §5d).
+pub(super) async fn announcer(pool: deadpool_postgres::Pool, mut rx: tokio::sync::mpsc::Receiver<String>) {
+    while let Some(first) = rx.recv().await {
+        let mut agents = std::collections::BTreeSet::from([first]);
+        while agents.len() < ANNOUNCE_ROUND {
+            match rx.try_recv() {
+                Ok(a) => {
+                    agents.insert(a);
+                }
+                Err(_) => break,
+            }
+        }
+        let agents: Vec<String> = agents.into_iter().collect();
+        let sent = async {
+            let c = pool.get().await.map_err(PgError::from)?;
+            c.execute("SELECT pg_notify('atp_inbox', a) FROM unnest($1::text[]) AS a", &[&agents])
+                .await
+                .map_err(PgError::from)
+        };
+        if let Err(e) = sent.await {
+            tracing::debug!(error = %e, agents = agents.len(), "inbox announcements not sent");
+        }
+    }
+}
 
 /// Inbox announcements from every node (`LISTEN atp_inbox` on a connection of its own): the
 /// agent ids whose inboxes got a message. A hint for waking push streams (issue 18), bounded:
@@ -56,12 +89,10 @@ pub(super) async fn store_in(tx: &deadpool_postgres::Transaction<'_>, m: &NewMes
         MessageStatus::Delivered => {
             let st = tx
                 .prepare_cached(
-                    "WITH u AS (
-                       INSERT INTO inbox_usage(agent_id, messages, bytes, last_id) VALUES ($1, 1, $2, 1)
-                       ON CONFLICT (agent_id) DO UPDATE SET messages = inbox_usage.messages + 1,
-                           bytes = inbox_usage.bytes + $2, last_id = inbox_usage.last_id + 1
-                       RETURNING last_id)
-                     SELECT last_id, pg_notify('atp_inbox', $1) FROM u -- INBOX_CHANNEL",
+                    "INSERT INTO inbox_usage(agent_id, messages, bytes, last_id) VALUES ($1, 1, $2, 1)
+                     ON CONFLICT (agent_id) DO UPDATE SET messages = inbox_usage.messages + 1,
+                         bytes = inbox_usage.bytes + $2, last_id = inbox_usage.last_id + 1
+                     RETURNING last_id",
                 )
                 .await?;
             Some(tx.query_one(&st, &[&m.to_id, &(m.json.len() as i64)]).await?.get(0))
@@ -129,11 +160,21 @@ impl PgStore {
         let tx = c.transaction().await?;
         let stored = store_in(&tx, m).await?;
         match stored {
-            Stored::New(_) => commit(tx).await?,
+            Stored::New(_) => {
+                commit(tx).await?;
+                self.announce(m);
+            }
             // Nothing was written.
             Stored::Duplicate | Stored::Replay => drop(tx),
         }
         Ok(stored)
+    }
+
+    /// Queues the announcement of a committed inbox message ([`announcer`]).
+    pub(super) fn announce(&self, m: &NewMessage) {
+        if m.status == MessageStatus::Delivered {
+            let _ = self.announce.try_send(m.to_id.clone());
+        }
     }
 
     /// An agent's inbox after inbox id `after_id`, oldest first: at most `limit` rows and, past the

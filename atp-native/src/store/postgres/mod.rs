@@ -10,7 +10,8 @@
 //! * **Inbox ids in commit order.** An inbox id is the agent's `inbox_usage.last_id + 1`, taken by
 //!   an upsert in the storing transaction: the row lock orders the agent's concurrent inserts, so
 //!   a larger id always commits after a smaller one and an `after_id` cursor never skips a late
-//!   commit (docs/design.md §1.5).
+//!   commit (docs/design.md §1.5). After the commit the agent is announced on `atp_inbox`
+//!   (`NOTIFY`, batched by a task of its own) for push streams on other nodes.
 //! * **Dedup across nodes.** The `(sender domain, nonce)` primary key decides: of two nodes storing
 //!   the same message at once, the second waits for the first's commit and answers a duplicate.
 
@@ -103,6 +104,8 @@ pub struct PgStore {
     /// This node's name, the prefix of its owner tokens.
     node: Arc<str>,
     known_agents: Arc<RwLock<HashSet<String>>>,
+    /// Agents whose inbox got a message, for the announcer task ([`inbox::announcer`]).
+    announce: tokio::sync::mpsc::Sender<String>,
 }
 
 impl PgStore {
@@ -134,7 +137,10 @@ impl PgStore {
         let mut run = [0u8; 8];
         let _ = getrandom::getrandom(&mut run);
         let run: String = run.iter().map(|b| format!("{b:02x}")).collect();
+        let (announce, queued) = tokio::sync::mpsc::channel(inbox::ANNOUNCE_QUEUE);
+        tokio::spawn(inbox::announcer(pool.clone(), queued));
         Ok(PgStore {
+            announce,
             pool,
             config: Arc::new(config),
             owner: format!("{node}/{run}").into(),

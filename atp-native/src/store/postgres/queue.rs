@@ -113,6 +113,9 @@ impl PgStore {
                     store_in(&tx, &notice).await?;
                 }
                 commit(tx).await?;
+                if n == 1 {
+                    self.announce(&notice);
+                }
                 n
             }
             QueueOp::Wake { domain, now } => {

@@ -290,16 +290,16 @@ async fn ack_expire_and_inbox_announcements() {
         a.insert_message(&m).await.unwrap();
     }
     a.insert_message(&msg("other", 1, "v@a.test")).await.unwrap();
-    // a's commits are announced on b's connection.
-    let mut heard = Vec::new();
-    while heard.len() < 7 {
+    // a's commits are announced on b's connection (an agent at least once per round).
+    let mut heard = HashSet::new();
+    while heard.len() < 2 {
         let agent = tokio::time::timeout(std::time::Duration::from_secs(30), listener.agents.recv())
             .await
             .expect("announced within 30 s")
             .unwrap();
-        heard.push(agent);
+        heard.insert(agent);
     }
-    assert_eq!(heard.iter().filter(|a| *a == "u@a.test").count(), 6);
+    assert_eq!(heard, HashSet::from(["u@a.test".to_string(), "v@a.test".to_string()]));
     let len = |id: &str| format!("{{\"nonce\":\"{id}\"}}").len() as u64;
     assert_eq!(b.ack("u@a.test", &Ack::UpTo(2)).await.unwrap(), 2);
     assert_eq!(b.ack("v@a.test", &Ack::Ids(vec![3, 4])).await.unwrap(), 0, "never another agent's");
