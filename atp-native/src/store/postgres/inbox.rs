@@ -4,7 +4,7 @@
 
 use atp_wasm::relay::store::{InboxRow, MessageStatus, NewMessage, Stored, Usage};
 
-use super::{commit, PgError, PgStore};
+use super::{PgError, PgStore};
 use crate::store::PageBudget;
 
 /// The channel a stored inbox message is announced on (`NOTIFY atp_inbox, '<agent>'`), so that push
@@ -65,40 +65,33 @@ pub enum Ack {
     Ids(Vec<i64>),
 }
 
-/// Inserts a message and its dedup row in `tx`. The dedup row decides: a new `(sender domain,
-/// nonce)` stores the message; the same content again is a duplicate (nothing stored); other
-/// content under a used nonce is a replay. A concurrent insert of the same key on another node
-/// waits for this transaction and then sees the row.
+/// Inserts a message and its dedup row in one statement (one round trip; atomic on its own, or
+/// part of the caller's transaction). The dedup row decides: a new `(sender domain, nonce)` stores
+/// the message; the same content again is a duplicate (nothing stored); other content under a used
+/// nonce is a replay. A concurrent insert of the same key on another node waits for that
+/// transaction and then sees the row.
 ///
 /// An inbox message takes the agent's next inbox id from `inbox_usage`, whose row stays locked
 /// until commit: inbox ids of one agent commit in increasing order (docs/design.md §1.5).
-pub(super) async fn store_in(tx: &deadpool_postgres::Transaction<'_>, m: &NewMessage) -> Result<Stored, PgError> {
-    let dedup = tx
+pub(super) async fn store_in(c: &impl deadpool_postgres::GenericClient, m: &NewMessage) -> Result<Stored, PgError> {
+    let st = c
         .prepare_cached(
-            "INSERT INTO dedup(sender_domain, nonce, content_hash, accepted_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT DO NOTHING",
+            "WITH d AS (
+               INSERT INTO dedup(sender_domain, nonce, content_hash, accepted_at) VALUES ($1, $2, $3, $4)
+               ON CONFLICT DO NOTHING RETURNING 1),
+             u AS (
+               INSERT INTO inbox_usage(agent_id, messages, bytes, last_id)
+               SELECT $5, 1, $6, 1 WHERE EXISTS (SELECT 1 FROM d) AND $7::text = 'delivered'
+               ON CONFLICT (agent_id) DO UPDATE SET messages = inbox_usage.messages + 1,
+                   bytes = inbox_usage.bytes + EXCLUDED.bytes, last_id = inbox_usage.last_id + 1
+               RETURNING last_id)
+             INSERT INTO messages(inbox_id, nonce, sender_domain, from_id, to_id, message_json, status, created_at,
+                                  updated_at, next_attempt_at, dest_domain)
+             SELECT (SELECT last_id FROM u), $2, $1, $8, $5, $9, $7::text, $4, $4, $10, $11
+             WHERE EXISTS (SELECT 1 FROM d)
+             RETURNING id, inbox_id",
         )
         .await?;
-    let hash = &m.content_hash[..];
-    if tx.execute(&dedup, &[&m.sender_domain, &m.nonce, &hash, &m.now]).await? == 0 {
-        let st = tx.prepare_cached("SELECT content_hash FROM dedup WHERE sender_domain = $1 AND nonce = $2").await?;
-        let existing: Vec<u8> = tx.query_one(&st, &[&m.sender_domain, &m.nonce]).await?.get(0);
-        return Ok(if existing == hash { Stored::Duplicate } else { Stored::Replay });
-    }
-    let inbox_id: Option<i64> = match m.status {
-        MessageStatus::Delivered => {
-            let st = tx
-                .prepare_cached(
-                    "INSERT INTO inbox_usage(agent_id, messages, bytes, last_id) VALUES ($1, 1, $2, 1)
-                     ON CONFLICT (agent_id) DO UPDATE SET messages = inbox_usage.messages + 1,
-                         bytes = inbox_usage.bytes + $2, last_id = inbox_usage.last_id + 1
-                     RETURNING last_id",
-                )
-                .await?;
-            Some(tx.query_one(&st, &[&m.to_id, &(m.json.len() as i64)]).await?.get(0))
-        }
-        MessageStatus::Queued => None,
-    };
     let (due, dest) = match m.status {
         MessageStatus::Queued => {
             let domain = m.to_id.rsplit_once('@').map_or("", |(_, d)| d).to_ascii_lowercase();
@@ -106,32 +99,28 @@ pub(super) async fn store_in(tx: &deadpool_postgres::Transaction<'_>, m: &NewMes
         }
         MessageStatus::Delivered => (None, None),
     };
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO messages(inbox_id, nonce, sender_domain, from_id, to_id, message_json, status, created_at,
-                                  updated_at, next_attempt_at, dest_domain)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10) RETURNING id",
-        )
-        .await?;
-    let id: i64 = tx
-        .query_one(
-            &st,
-            &[
-                &inbox_id,
-                &m.nonce,
-                &m.sender_domain,
-                &m.from_id,
-                &m.to_id,
-                &m.json,
-                &m.status.as_str(),
-                &m.now,
-                &due,
-                &dest,
-            ],
-        )
-        .await?
-        .get(0);
-    Ok(Stored::New(inbox_id.unwrap_or(id)))
+    let hash = &m.content_hash[..];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+        &m.sender_domain,
+        &m.nonce,
+        &hash,
+        &m.now,
+        &m.to_id,
+        &(m.json.len() as i64),
+        &m.status.as_str(),
+        &m.from_id,
+        &m.json,
+        &due,
+        &dest,
+    ];
+    if let Some(row) = c.query_opt(&st, &params).await? {
+        let (id, inbox_id): (i64, Option<i64>) = (row.get(0), row.get(1));
+        return Ok(Stored::New(inbox_id.unwrap_or(id)));
+    }
+    // The nonce was taken (nothing written): by the same content or by other content?
+    let st = c.prepare_cached("SELECT content_hash FROM dedup WHERE sender_domain = $1 AND nonce = $2").await?;
+    let existing: Vec<u8> = c.query_one(&st, &[&m.sender_domain, &m.nonce]).await?.get(0);
+    Ok(if existing == hash { Stored::Duplicate } else { Stored::Replay })
 }
 
 impl PgStore {
@@ -156,16 +145,15 @@ impl PgStore {
 
     /// Stores a message durably (committed before this returns), with its dedup row.
     pub async fn insert_message(&self, m: &NewMessage) -> Result<Stored, PgError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let stored = store_in(&tx, m).await?;
-        match stored {
-            Stored::New(_) => {
-                commit(tx).await?;
-                self.announce(m);
-            }
-            // Nothing was written.
-            Stored::Duplicate | Stored::Replay => drop(tx),
+        let c = self.client().await?;
+        // One statement, committed on its own: an error the server answered means it was rolled
+        // back; no answer at all (the connection broke) means the outcome is unknown.
+        let stored = match store_in(&c, m).await {
+            Err(PgError::Db(e)) if e.code().is_none() => return Err(PgError::CommitUnknown(e)),
+            r => r?,
+        };
+        if let Stored::New(_) = stored {
+            self.announce(m);
         }
         Ok(stored)
     }
