@@ -67,7 +67,14 @@ impl Postgres {
     pub fn start() -> Postgres {
         let bin = bin_dir();
         let user = run_as();
-        let dir = tempfile::Builder::new().prefix("atp-pg-").tempdir().unwrap();
+        // Under root, in /tmp: the `postgres` user must be able to reach the directory ($TMPDIR may
+        // be private to root).
+        let builder = tempfile::Builder::new().prefix("atp-pg-").clone();
+        let dir = match user {
+            Some(_) => builder.tempdir_in("/tmp"),
+            None => builder.tempdir(),
+        }
+        .unwrap();
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
