@@ -3,10 +3,11 @@
 //! `MessageStore`, through [`crate::store::Backend`], and [`DedupStore`]) and the delivery engine's
 //! queue ([`queue`]) over a bounded pool of connections (deadpool-postgres over tokio-postgres).
 //!
-//! * **Durability.** A message, its dedup row and its inbox usage are written in one transaction,
-//!   and the caller hears "stored" only after `COMMIT` returned. A failure before `COMMIT` is "not
-//!   stored" (the server rolls the transaction back); a `COMMIT` that got no answer (the connection
-//!   broke) is "outcome unknown" (docs/protocol.md §6.4) and the client retries with the same nonce.
+//! * **Durability.** A message, its dedup row and its inbox usage are written by one statement,
+//!   committed on its own, and the caller hears "stored" only after it returned. An error the
+//!   server answered is "not stored" (the statement was rolled back); no answer at all (the
+//!   connection broke) is "outcome unknown" (docs/protocol.md §6.4) and the client retries with the
+//!   same nonce.
 //! * **Inbox ids in commit order.** An inbox id is the agent's `inbox_usage.last_id + 1`, taken by
 //!   an upsert in the storing transaction: the row lock orders the agent's concurrent inserts, so
 //!   a larger id always commits after a smaller one and an `after_id` cursor never skips a late
