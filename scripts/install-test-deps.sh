@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything scripts/test.sh needs on a fresh Debian 12 machine. Idempotent: a second run only
 # checks. apt needs root.
-#   - apt: chromium + chromium-driver (browser tests), bind9 + bind9-dnsutils (DNS tests), nodejs if no
+#   - apt: chromium + chromium-driver (browser tests), bind9 + bind9-dnsutils (DNS tests), postgresql (the
+#     PostgreSQL store's tests start throwaway clusters from its binaries), nodejs if no
 #     `node` is on PATH (Node tests), systemd if no `systemd-analyze` (scripts/check-systemd-unit.sh)
 #   - the wasm32 toolchain: scripts/setup-wasm-toolchain.sh (rustup target, else Debian's rustc-web)
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock (wasm-bindgen-test-runner)
@@ -22,7 +23,7 @@ for c in rustfmt clippy rust-src; do
 done
 
 apt_pkgs=()
-for p in chromium chromium-driver bind9 bind9-dnsutils; do
+for p in chromium chromium-driver bind9 bind9-dnsutils postgresql; do
   dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")
 done
 command -v node >/dev/null || apt_pkgs+=(nodejs)

@@ -155,15 +155,16 @@ else
   skip "systemd unit (systemd-analyze verify)" ATP_SKIP_LINT
 fi
 
-# The conformance kit against atp-native: every case must pass; its table is printed (--nocapture).
+# The conformance kit against atp-native (one SQLite server, then each node of a two-node PostgreSQL
+# pair): every case must pass; its table is printed (--nocapture).
 if [[ -n "${ATP_SKIP_NATIVE:-}" || -n "${ATP_SKIP_CONFORMANCE:-}" ]]; then
   skip "conformance kit vs atp-native" "ATP_SKIP_NATIVE / ATP_SKIP_CONFORMANCE"
 else
   phase "conformance kit vs atp-native" cargo test -p atp-conformance -- --nocapture
 fi
 
-# kill -9 under load, a peer down then back, full and read-only disks (issue 9; the long run is
-# tests/reliability/run.sh without --short).
+# kill -9 under load, a peer down then back, full and read-only disks, two nodes of one domain on
+# PostgreSQL (issues 9, 16; the long run is tests/reliability/run.sh without --short).
 if [[ -n "${ATP_SKIP_NATIVE:-}" || -n "${ATP_SKIP_RELIABILITY:-}" ]]; then
   skip "reliability (short)" "ATP_SKIP_NATIVE / ATP_SKIP_RELIABILITY"
 else

@@ -56,10 +56,34 @@ pub enum Command {
     /// Check everything mail for a domain needs, with a fix for each problem: DNS records, the
     /// certificate, the port, the clock, the home's permissions, disk space and the queue.
     Doctor(DoctorArgs),
+    /// Move a domain's database between backends (SQLite to PostgreSQL).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one page per command with --dir.
     Man(ManArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreAction {
+    /// Copy a stopped server's SQLite database into an empty PostgreSQL database (agents, inboxes with
+    /// their ids, the queue, dedup records, backoff); the SQLite file is left as it was.
+    Migrate(StoreMigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StoreMigrateArgs {
+    /// The SQLite database: sqlite:///path/to/<domain>.db (the server must be stopped).
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// The PostgreSQL database: postgres://user:password@host:port/dbname (empty).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
 }
 
 #[derive(Args, Debug)]
@@ -481,6 +505,15 @@ pub struct StartArgs {
     /// Extra trusted root certificate (PEM) for outbound transfers, e.g. a test CA.
     #[arg(long, env = "ATP_PEER_CA", value_name = "FILE")]
     pub peer_ca: Option<PathBuf>,
+    /// Where the domain's data lives: `sqlite:///path/to/file.db` [default: <home>/data/<domain>.db]
+    /// or `postgres://user:password@host:port/dbname`, which any number of atp nodes of the domain
+    /// may share (docs/design.md §5d). Also `[store] url`.
+    #[arg(long, env = "ATP_DATABASE", value_name = "URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// How long a node owns a message it is delivering; the lease of a node that died is taken
+    /// over after this [default: 300]. Also `[delivery] lease_seconds`.
+    #[arg(long, env = "ATP_LEASE_SECONDS", value_name = "SECS")]
+    pub lease_seconds: Option<u64>,
     /// Seconds before the first retry of a failed transfer; doubles up to --retry-cap [default: 30].
     /// Also `[delivery] retry_base`.
     #[arg(long, env = "ATP_RETRY_BASE", value_name = "SECS")]

@@ -31,6 +31,19 @@ pub struct FileConfig {
     pub delivery: DeliverySection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// The `[store] table of `config.toml` (atp's own): where the domain's data lives (docs/design.md
+/// §5d).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite:///path` or `postgres://…` (`--database`).
+    pub url: Option<String>,
+    /// Most PostgreSQL connections of this node (default 16).
+    pub pool_size: Option<usize>,
 }
 
 /// The `[limits]` table of `config.toml` (atp's own): connection limits (docs/design.md §5b);
@@ -63,6 +76,8 @@ pub struct DeliverySection {
     pub no_verify_peers: bool,
     pub peer_ca: Option<PathBuf>,
     pub local_registry: Option<bool>,
+    /// `--lease-seconds`.
+    pub lease_seconds: Option<u64>,
 }
 
 /// The `[server]` table of `config.toml`.
@@ -111,6 +126,10 @@ pub enum ConfigError {
     BadDelivery(&'static str),
     #[error("limits: {0}")]
     BadLimits(&'static str),
+    #[error("--database / [store] url: {0}")]
+    BadDatabase(#[from] crate::store::backend::BadDatabaseUrl),
+    #[error("[store] pool_size must be between 1 and 1000")]
+    BadPoolSize,
 }
 
 impl FileConfig {
@@ -164,6 +183,10 @@ pub struct Settings {
     pub limits: crate::limits::Limits,
     /// Per-agent inbox quota (`[limits] quota_messages`, `quota_bytes`; docs/design.md §5b).
     pub quota: atp_wasm::relay::Quota,
+    /// Where the domain's data lives (`--database`; docs/design.md §5d).
+    pub database: crate::store::DatabaseUrl,
+    /// Most PostgreSQL connections of this node (`[store] pool_size`).
+    pub pool_size: usize,
 }
 
 /// How the delivery engine works (docs/design.md §3).
@@ -173,6 +196,8 @@ pub struct Delivery {
     pub per_domain_concurrency: usize,
     pub no_verify_peers: bool,
     pub peer_ca: Option<PathBuf>,
+    /// How long a claimed message belongs to this node (`--lease-seconds`, default 300).
+    pub lease_secs: i64,
 }
 
 /// The reference's `--log-level` names, mapped to tracing filters; anything else is a filter already.
@@ -259,6 +284,19 @@ impl Settings {
         if !(1..=1024).contains(&per_domain_concurrency) {
             return Err(ConfigError::BadDelivery("per_domain_concurrency must be between 1 and 1024"));
         }
+        let lease_secs = args.lease_seconds.or(d.lease_seconds).unwrap_or(300);
+        if !(1..=86400).contains(&lease_secs) {
+            return Err(ConfigError::BadDelivery("lease_seconds must be between 1 and 86400"));
+        }
+        // Parsed here, not by clap, so that a refusal never shows the URL's password.
+        let database = match args.database.or(file.store.url) {
+            Some(url) => url.parse()?,
+            None => crate::store::DatabaseUrl::Sqlite(home.db_path(&domain)),
+        };
+        let pool_size = file.store.pool_size.unwrap_or(crate::store::postgres::POOL_SIZE);
+        if !(1..=1000).contains(&pool_size) {
+            return Err(ConfigError::BadPoolSize);
+        }
         let (peers_file, dns_override_file) = if args.peers.is_some() || args.dns_override.is_some() {
             (args.peers, args.dns_override)
         } else if file.local_mode {
@@ -277,7 +315,10 @@ impl Settings {
                 per_domain_concurrency,
                 no_verify_peers: args.no_verify_peers || d.no_verify_peers,
                 peer_ca: args.peer_ca.or(d.peer_ca),
+                lease_secs: lease_secs as i64,
             },
+            database,
+            pool_size,
             domain,
             listen: SocketAddr::new(ip, port),
             tls,

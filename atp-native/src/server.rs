@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Entry, Registry};
 use crate::resolver::ServerResolver;
 use crate::routes::{self, AppState};
-use crate::store::Store;
+use crate::store::Backend;
 use crate::tls;
 
 /// How long in-flight requests may take after a shutdown signal.
@@ -36,8 +36,8 @@ pub enum ServerError {
     Resolver(#[from] crate::resolver::ResolverSetupError),
     #[error(transparent)]
     Transport(#[from] crate::delivery::transport::TransportError),
-    #[error("database {path}: {source}")]
-    Store { path: std::path::PathBuf, source: crate::store::DbError },
+    #[error(transparent)]
+    Store(#[from] crate::store::backend::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
@@ -57,8 +57,10 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     }
     let resolver = Arc::new(ServerResolver::from_settings(&s)?);
     let transport = Transport::new(resolver.clone(), s.delivery.peer_ca.as_deref())?;
-    let db_path = home.db_path(&s.domain);
-    let store = Store::open(&db_path).map_err(|source| ServerError::Store { path: db_path.clone(), source })?;
+    let store = Backend::open(&s.database, &node_name(s.listen.port()), s.pool_size).await?;
+    if let Backend::Postgres(_) = store {
+        say!("Using the shared database {}", s.database);
+    }
     let mut relay = RelayConfig::new(&s.domain);
     relay.inbound.max_size = s.max_message_size;
     relay.admin_token = s.admin_token.clone();
@@ -170,8 +172,20 @@ fn publish(s: &Settings, local: SocketAddr, key: &atp_wasm::keys::DomainKey) {
     }
 }
 
+/// This node's name in the lease owner tokens of a shared database (docs/design.md §5d):
+/// `<hostname>:<port>`, stable across restarts, so a restarted node frees its own earlier leases
+/// at once and never another node's.
+fn node_name(port: u16) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let host = if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "atp".into() };
+    format!("{host}:{port}")
+}
+
 /// Forgets dedup rows older than `keep` seconds, now and then every [`PRUNE_EVERY`].
-async fn prune_dedup(store: Store, keep: i64) {
+async fn prune_dedup(store: Backend, keep: i64) {
     loop {
         match store.prune_dedup(SystemClock.now() - keep).await {
             Ok(n) if n > 0 => tracing::info!(rows = n, "pruned dedup entries past the retry horizon"),

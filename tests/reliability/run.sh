@@ -70,6 +70,9 @@ if [[ -n $short ]]; then
           --abuse-max-p99-ms 1000 --abuse-max-rss-mib 384)
 fi
 "$rel" "${common[@]}" --scenario abuse "${abuse[@]}" >&2 || status=1
+# Two nodes of one domain on one throwaway PostgreSQL (Debian's postgresql server binaries):
+# kill -9 of a node holding leases, then PostgreSQL restarted under load (≈ 25 s, the same in both runs).
+"$rel" "${common[@]}" --scenario cluster --retry-base 1 --retry-cap 5 >&2 || status=1
 
 echo
 echo "## atp reliability ($([[ -n $short ]] && echo short || echo long) run, $((SECONDS - started)) s; logs in $work)"

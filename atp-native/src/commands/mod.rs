@@ -28,6 +28,7 @@ pub mod mcp;
 pub mod recv;
 pub mod send;
 pub mod status;
+pub mod store;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -111,6 +112,7 @@ async fn dispatch(command: Command) -> Result<(), CmdError> {
         Command::Dns { action: DnsAction::Generate(a) } => dns::generate(a),
         Command::Dns { action: DnsAction::Check(a) } => dns::check_command(a).await,
         Command::Doctor(a) => doctor::doctor(a).await,
+        Command::Store { action: crate::cli::StoreAction::Migrate(a) } => store::migrate(a).await,
         Command::Completions(a) => completions::completions(a),
         Command::Man(a) => man::man(a),
     }
@@ -135,6 +137,7 @@ fn output_of(command: &Command) -> Output {
         Command::Dns { action: DnsAction::Generate(a) } => a.output,
         Command::Dns { action: DnsAction::Check(a) } => a.output,
         Command::Doctor(a) => a.output,
+        Command::Store { action: crate::cli::StoreAction::Migrate(a) } => a.output,
         Command::Completions(_) | Command::Man(_) | Command::Mcp(_) => Output::Text,
     }
 }

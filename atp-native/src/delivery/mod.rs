@@ -18,9 +18,12 @@
 //!   `bounced` and a notice from `postmaster@<our domain>` with the reference's payload fields
 //!   (`subject`, `body`, `original_nonce`) plus `error_code`, `status` and `error` lands in the
 //!   sender's inbox, in the same transaction.
-//! * **Crash safety.** A claimed row carries a lease; rows leased by a previous run are released at
-//!   start-up, so a kill -9 mid-attempt never strands a message. The receiver's idempotency
-//!   (docs/design.md §3) makes the repeated attempt harmless.
+//! * **Crash safety.** A claimed row carries a lease (`--lease-seconds`); rows leased by a previous
+//!   run are released at start-up, and on a shared database (docs/design.md §5d) a lease that ran
+//!   out — its node died — is taken over by any node, so a kill -9 mid-attempt never strands a
+//!   message. The receiver's idempotency (docs/design.md §3) makes the repeated attempt harmless.
+//! * **Shared backoff.** A domain's backoff is written to the database (it survives a restart, and
+//!   every node of a domain sees it within [`BACKOFF_REFRESH`]).
 
 pub mod transport;
 
@@ -45,8 +48,8 @@ use transport::Transport;
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Rows leased per claim.
 const CLAIM_BATCH: usize = 256;
-/// How long a claimed row belongs to this process (a crash frees it after this, or at restart).
-const LEASE_SECS: i64 = 300;
+/// How often the dispatcher reads the backoffs other nodes (or earlier runs) recorded.
+const BACKOFF_REFRESH: Duration = Duration::from_secs(1);
 /// Longest sleep of the dispatcher between looks at the queue.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -65,6 +68,8 @@ pub struct Engine {
     policy: RetryPolicy,
     per_domain: usize,
     no_verify: bool,
+    /// How long a claimed row belongs to this node (a crash frees it after this, or at restart).
+    lease_secs: i64,
     domains: Mutex<HashMap<String, DomainState>>,
     in_flight: AtomicUsize,
     wake: Arc<Notify>,
@@ -93,6 +98,7 @@ impl Engine {
             policy: settings.delivery.policy,
             per_domain: settings.delivery.per_domain_concurrency,
             no_verify: settings.delivery.no_verify_peers,
+            lease_secs: settings.delivery.lease_secs,
             domains: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             wake,
@@ -119,6 +125,26 @@ impl Engine {
     fn blocked_until(&self, domain: &str) -> Option<i64> {
         let d = self.domains.lock().unwrap_or_else(|p| p.into_inner());
         d.get(domain).map(|s| s.backoff.blocked_until)
+    }
+
+    /// Takes the backoffs recorded in the database (by other nodes, or by an earlier run) that
+    /// block longer than what this node knows.
+    async fn refresh_backoffs(&self, now: i64) {
+        match self.st.store.backoffs(now).await {
+            Ok(rows) => {
+                let mut d = self.domains.lock().unwrap_or_else(|p| p.into_inner());
+                for (domain, b) in rows {
+                    let s = d.entry(domain).or_insert_with(|| DomainState {
+                        backoff: Backoff::default(),
+                        slots: Arc::new(Semaphore::new(self.per_domain)),
+                    });
+                    if b.blocked_until > s.backoff.blocked_until {
+                        s.backoff = b;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the domains' backoff"),
+        }
     }
 
     /// The domain answered: forget its failures. True if it was backing off.
@@ -151,13 +177,18 @@ impl Engine {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "could not release the previous run's leases"),
         }
+        let mut refreshed: Option<tokio::time::Instant> = None;
         loop {
             let now = SystemClock.now();
+            if refreshed.is_none_or(|t| t.elapsed() >= BACKOFF_REFRESH) {
+                self.refresh_backoffs(now).await;
+                refreshed = Some(tokio::time::Instant::now());
+            }
             let free = MAX_IN_FLIGHT.saturating_sub(self.in_flight.load(Ordering::Acquire));
             let mut full_batch = false;
             if free > 0 {
                 let limit = free.min(CLAIM_BATCH);
-                match self.st.store.claim(now, now + LEASE_SECS, limit, self.blocked(now)).await {
+                match self.st.store.claim(now, now + self.lease_secs, limit, self.blocked(now)).await {
                     Ok(rows) => {
                         full_batch = rows.len() == limit;
                         for row in rows {
@@ -231,6 +262,9 @@ impl Engine {
         let stats = &self.st.relay_state.stats;
         if Failure::answered(&result) && self.domain_answered(domain) {
             tracing::info!(domain = %domain, "domain answers again: its waiting messages are due now");
+            if let Err(e) = self.st.store.set_backoff(domain, None).await {
+                tracing::warn!(error = %e, "could not clear the domain's backoff");
+            }
             if let Err(e) = self.st.store.queue(QueueOp::Wake { domain: domain.clone(), now }).await {
                 tracing::warn!(error = %e, "could not wake the domain's messages");
             }
@@ -238,7 +272,14 @@ impl Engine {
         let backoff = match &result {
             Err(f) if f.outcome == atp_wasm::retry::Outcome::Temporary => {
                 stats.delivery_failed.inc();
-                self.domain_failed(domain, now)
+                let before = self.blocked_until(domain);
+                let backoff = self.domain_failed(domain, now);
+                if before != Some(backoff.blocked_until) {
+                    if let Err(e) = self.st.store.set_backoff(domain, Some(backoff)).await {
+                        tracing::warn!(error = %e, "could not record the domain's backoff");
+                    }
+                }
+                backoff
             }
             _ => Backoff::default(),
         };

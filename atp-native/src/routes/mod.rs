@@ -27,7 +27,7 @@ use crate::error::{into_response, reject, ApiError};
 use crate::hasher::NativeHasher;
 use crate::metrics::Metrics;
 use crate::resolver::ServerResolver;
-use crate::store::Store;
+use crate::store::Backend;
 
 /// Everything a request needs.
 pub struct AppState {
@@ -37,7 +37,7 @@ pub struct AppState {
     pub relay: RelayConfig,
     /// The relay's counters and verified-credential cache.
     pub relay_state: RelayState,
-    pub store: Store,
+    pub store: Backend,
     pub resolver: Arc<ServerResolver>,
     pub hasher: NativeHasher,
     /// Wakes the delivery engine when a message for another domain was queued.
@@ -52,7 +52,7 @@ pub struct AppState {
 
 impl AppState {
     /// The core's relay over this server's store, resolver, hasher and clock.
-    pub fn relay(&self) -> Relay<'_, Store, ServerResolver, NativeHasher, SystemClock> {
+    pub fn relay(&self) -> Relay<'_, Backend, ServerResolver, NativeHasher, SystemClock> {
         Relay {
             cfg: &self.relay,
             state: &self.relay_state,

@@ -7,9 +7,14 @@
 //! holding it was committed. Its dedup row `(sender domain, nonce, content hash)` is written in the
 //! same transaction; [`DedupStore`] reads it back for the core's pipeline.
 
+pub mod backend;
+pub mod postgres;
 pub mod queue;
 pub mod schema;
 pub mod writer;
+
+pub use backend::{Backend, DatabaseUrl};
+pub use postgres::PgStore;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -45,6 +50,11 @@ pub enum DbError {
     Locked(PathBuf),
     #[error("{path}: {source}")]
     Lock { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the database has schema version {found}, newer than this atp knows ({known}): upgrade atp, or use \
+         another database"
+    )]
+    SchemaTooNew { found: usize, known: usize },
 }
 
 /// What kind of storage trouble a [`DbError`] is, for the client's answer (`error.rs`).
@@ -95,7 +105,7 @@ impl DbError {
             DbError::Sqlite(e) => Fault::of_sqlite(e),
             DbError::Commit(c) => c.fault,
             DbError::Lock { source, .. } => Fault::of_io(source),
-            DbError::WriterGone | DbError::Task(_) | DbError::Locked(_) => Fault::Other,
+            DbError::WriterGone | DbError::Task(_) | DbError::Locked(_) | DbError::SchemaTooNew { .. } => Fault::Other,
         }
     }
 }
@@ -114,6 +124,31 @@ impl From<DbError> for StoreError {
             Fault::Other => StoreFault::Unavailable,
         };
         StoreError::with_fault(fault, e.outcome_unknown(), e.to_string())
+    }
+}
+
+/// The byte bound of an inbox page (the rule of [`atp_wasm::relay::store::within_page`]) for
+/// stores that look at each row's length before reading it: the first row always comes, later ones
+/// while the total stays within `max_bytes`.
+pub(crate) struct PageBudget {
+    max_bytes: usize,
+    bytes: usize,
+    rows: usize,
+}
+
+impl PageBudget {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        PageBudget { max_bytes, bytes: 0, rows: 0 }
+    }
+
+    /// Whether a row of `len` bytes joins the page (counting it if so).
+    pub(crate) fn admits(&mut self, len: usize) -> bool {
+        if self.rows > 0 && self.bytes.saturating_add(len) > self.max_bytes {
+            return false;
+        }
+        self.bytes = self.bytes.saturating_add(len);
+        self.rows += 1;
+        true
     }
 }
 
@@ -341,14 +376,12 @@ impl Store {
             )?;
             let mut rows = st.query(params![agent, after_id, limit as i64])?;
             let mut out = Vec::new();
-            let mut bytes = 0usize;
+            let mut page = PageBudget::new(max_bytes);
             while let Some(r) = rows.next()? {
                 // The length first: a row that would pass the limit is not read at all.
-                let len = r.get_ref(1)?.as_bytes().map(<[u8]>::len).unwrap_or(0);
-                if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+                if !page.admits(r.get_ref(1)?.as_bytes().map(<[u8]>::len).unwrap_or(0)) {
                     break;
                 }
-                bytes = bytes.saturating_add(len);
                 out.push(InboxRow { id: r.get(0)?, json: r.get(1)? });
             }
             Ok(out)
@@ -408,6 +441,16 @@ impl Store {
             .optional()
         })
         .await
+    }
+
+    /// The backoff of every destination domain blocked at `now` ([`queue::backoffs`]).
+    pub async fn backoffs(&self, now: i64) -> Result<Vec<(String, atp_wasm::delivery::Backoff)>, DbError> {
+        self.read(move |c| queue::backoffs(c, now)).await
+    }
+
+    /// Records a domain's backoff (`None`: it answered, forget it).
+    pub async fn set_backoff(&self, domain: &str, backoff: Option<atp_wasm::delivery::Backoff>) -> Result<(), DbError> {
+        self.queue(QueueOp::Backoff { domain: domain.to_owned(), backoff }).await.map(|_| ())
     }
 
     /// Message counts per status, and the number of registered agents.
@@ -476,10 +519,11 @@ impl MessageStore for Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn msg(nonce: &str, hash: u8, to: &str) -> NewMessage {
+    /// A delivered message from `x@a.test` (the SQLite and PostgreSQL stores' tests).
+    pub(crate) fn msg(nonce: &str, hash: u8, to: &str) -> NewMessage {
         NewMessage {
             nonce: nonce.into(),
             sender_domain: "a.test".into(),

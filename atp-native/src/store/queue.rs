@@ -12,6 +12,7 @@
 //! one process owns a database ([`super::Store::open`] takes a lock). Every transition is one write
 //! request through the group-commit writer, so settling a thousand deliveries costs one fsync.
 
+use atp_wasm::delivery::Backoff;
 use rusqlite::{params, Connection};
 
 use super::writer::store_message;
@@ -48,6 +49,9 @@ pub enum QueueOp {
     Wake { domain: String, now: i64 },
     /// Start-up: rows leased by a previous run of this server are due now.
     Recover { now: i64 },
+    /// Records a destination domain's backoff, `None` when it answered again (docs/design.md §5d:
+    /// kept in the database, so it survives a restart and every node of a domain shares it).
+    Backoff { domain: String, backoff: Option<Backoff> },
 }
 
 /// What a transition did.
@@ -139,6 +143,28 @@ pub fn apply(c: &Connection, op: QueueOp) -> rusqlite::Result<QueueResult> {
                  WHERE status = 'delivering'",
             )?
             .execute(params![now])?,
+        QueueOp::Backoff { domain, backoff: Some(b) } => c
+            .prepare_cached(
+                "INSERT INTO domain_backoff(domain, failures, blocked_until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(domain) DO UPDATE SET failures = ?2, blocked_until = ?3",
+            )?
+            .execute(params![domain, b.failures, b.blocked_until])?,
+        QueueOp::Backoff { domain, backoff: None } => {
+            c.prepare_cached("DELETE FROM domain_backoff WHERE domain = ?1")?.execute(params![domain])?
+        }
     };
     Ok(QueueResult::Changed(changed))
+}
+
+/// The backoff of every destination domain blocked at `now`.
+pub fn backoffs(c: &Connection, now: i64) -> rusqlite::Result<Vec<(String, Backoff)>> {
+    let mut st =
+        c.prepare_cached("SELECT domain, failures, blocked_until FROM domain_backoff WHERE blocked_until > ?1")?;
+    let rows = st.query_map([now], |r| {
+        Ok((
+            r.get(0)?,
+            Backoff { failures: r.get::<_, i64>(1)?.clamp(0, u32::MAX as i64) as u32, blocked_until: r.get(2)? },
+        ))
+    })?;
+    rows.collect()
 }

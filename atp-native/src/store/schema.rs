@@ -62,6 +62,14 @@ CREATE TABLE inbox_usage(
 INSERT INTO inbox_usage
     SELECT to_id, COUNT(*), SUM(length(CAST(message_json AS BLOB))) FROM messages WHERE status = 'delivered' GROUP BY to_id;
 "#,
+    r#"
+-- Per-destination backoff, kept across restarts (docs/design.md §5d).
+CREATE TABLE domain_backoff(
+    domain        TEXT PRIMARY KEY,
+    failures      INTEGER NOT NULL,
+    blocked_until INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Opens a connection with the server's settings.
@@ -98,9 +106,13 @@ fn owner_only(db: &Path) {
     }
 }
 
-/// Applies the migrations not yet applied; returns the resulting schema version.
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
+/// Applies the migrations not yet applied; returns the resulting schema version. A database
+/// written by a newer atp (a higher `user_version` than [`MIGRATIONS`] knows) is refused.
+pub fn migrate(conn: &mut Connection) -> Result<usize, super::DbError> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(super::DbError::SchemaTooNew { found: version, known: MIGRATIONS.len() });
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -137,6 +149,10 @@ mod tests {
         let mut c = connect(&path).unwrap();
         assert_eq!(migrate(&mut c).unwrap(), MIGRATIONS.len());
         assert_eq!(migrate(&mut c).unwrap(), MIGRATIONS.len(), "idempotent");
+        c.pragma_update(None, "user_version", MIGRATIONS.len() + 1).unwrap();
+        let newer = migrate(&mut c).unwrap_err().to_string();
+        assert!(newer.contains("newer than this atp knows"), "{newer}");
+        c.pragma_update(None, "user_version", MIGRATIONS.len()).unwrap();
         let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
         let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bind;
+pub mod postgres;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};

@@ -69,30 +69,23 @@ impl Drop for Server {
     }
 }
 
-#[test]
-fn the_whole_kit_passes_against_atp_native() {
-    let bin = atp_bin();
-    let home = tempfile::tempdir().unwrap();
-    let overrides = home.path().join("dns_override.toml");
-    std::fs::write(&overrides, Foreign::default().dns_override_toml()).unwrap();
-    std::fs::write(
-        home.path().join("config.toml"),
-        format!("local_mode = true\ndns_override_file = \"{}\"\n", overrides.display()),
-    )
-    .unwrap();
-    let port = free_port();
-    let log_path = home.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(&bin)
+/// Starts `atp server start` for [`DOMAIN`] on `home` and `port` with `extra` arguments, its output
+/// in `<home>/<log>`, and waits until it serves.
+fn start(bin: &Path, home: &Path, port: u16, extra: &[&str], log: &str) -> (Server, PathBuf) {
+    let log_path = home.join(log);
+    let file = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(bin)
         .args(["server", "start", "--home"])
-        .arg(home.path())
+        .arg(home)
         .args(["--host", "127.0.0.1", "--domain", DOMAIN, "--port", &port.to_string()])
         .args(["--admin-token", ADMIN, "--no-local-registry"])
+        .args(extra)
         .env_remove("ATP_HOME")
         .env_remove("ATP_REGISTRATION")
+        .env_remove("ATP_DATABASE")
         .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
     let mut server = Server(child);
@@ -105,7 +98,24 @@ fn the_whole_kit_passes_against_atp_native() {
         assert!(Instant::now() < deadline, "atp did not start:\n{}", read_log());
         std::thread::sleep(Duration::from_millis(20));
     }
+    (server, log_path)
+}
 
+/// A home whose config resolves the kit's foreign domains.
+fn kit_home() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let overrides = home.path().join("dns_override.toml");
+    std::fs::write(&overrides, Foreign::default().dns_override_toml()).unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("local_mode = true\ndns_override_file = \"{}\"\n", overrides.display()),
+    )
+    .unwrap();
+    home
+}
+
+/// Runs the whole kit against the server on `port`; every case must pass.
+fn run_kit(port: u16, server_log: &Path) {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_atp-conformance"))
         .args(["run", "--url", &format!("https://127.0.0.1:{port}"), "--domain", DOMAIN])
@@ -119,7 +129,7 @@ fn the_whole_kit_passes_against_atp_native() {
     assert!(
         out.status.success(),
         "the kit failed against atp-native:\n{stdout}\n{stderr}\nserver log:\n{}",
-        read_log()
+        std::fs::read_to_string(server_log).unwrap_or_default()
     );
     let summary = stdout.lines().find(|l| l.contains(" cases: ")).expect("a summary line");
     let total: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).expect("case count");
@@ -132,5 +142,36 @@ fn the_whole_kit_passes_against_atp_native() {
         "every case must pass: {summary}"
     );
     assert!(total >= 80, "{summary}");
+}
+
+#[test]
+fn the_whole_kit_passes_against_atp_native() {
+    let bin = atp_bin();
+    let home = kit_home();
+    let port = free_port();
+    let (server, log) = start(&bin, home.path(), port, &[], "server.log");
+    run_kit(port, &log);
     drop(server);
+}
+
+#[path = "../../../atp-native/tests/common/postgres.rs"]
+mod postgres;
+
+/// Two nodes serving one domain from one PostgreSQL database (docs/design.md §5d), sharing the home
+/// (its domain key and certificate): the whole kit passes against each of them, one after the
+/// other, on the same database.
+#[test]
+fn the_whole_kit_passes_against_each_node_of_a_postgres_pair() {
+    let bin = atp_bin();
+    let pg = postgres::Postgres::start();
+    let url = pg.create_db("atp");
+    let home = kit_home();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (a, log_a) = start(&bin, home.path(), port_a, &["--database", &url], "node-a.log");
+    let (b, log_b) = start(&bin, home.path(), port_b, &["--database", &url], "node-b.log");
+    println!("== node a");
+    run_kit(port_a, &log_a);
+    println!("== node b");
+    run_kit(port_b, &log_b);
+    drop((a, b));
 }

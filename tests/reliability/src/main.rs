@@ -7,6 +7,8 @@
 //!   ([`peer_down`]);
 //! * `storage` — a full, then read-only data directory: clear refusals, never a false 202
 //!   ([`storage`]; root only);
+//! * `cluster` — two nodes of one domain on one PostgreSQL: one killed -9 holding leases, the
+//!   survivor takes them over; PostgreSQL restarted under load ([`cluster`]);
 //! * `abuse` — idle connections, slowloris, password guessing and big-inbox reads at once from
 //!   127.0.0.2 while a legitimate agent on 127.0.0.1 keeps working ([`abuse`]).
 //!
@@ -16,6 +18,7 @@
 
 mod abuse;
 mod client;
+mod cluster;
 mod crash;
 mod load;
 mod peer_down;
@@ -51,6 +54,7 @@ enum Scenario {
     PeerDown,
     Storage,
     Abuse,
+    Cluster,
 }
 
 #[derive(Parser, Debug)]
@@ -95,6 +99,12 @@ struct Args {
     /// Size of the tmpfs of the `storage` scenario.
     #[arg(long, default_value = "64m")]
     tmpfs_size: String,
+    /// `cluster`: `--lease-seconds` of the two nodes.
+    #[arg(long, default_value_t = 3)]
+    lease_secs: u64,
+    /// `cluster`: seconds PostgreSQL stays down.
+    #[arg(long, default_value_t = 3.0)]
+    pg_down_secs: f64,
     /// Working directory (homes and server logs; kept) [default: a new directory in $TMPDIR].
     #[arg(long)]
     work: Option<PathBuf>,
@@ -201,7 +211,7 @@ async fn main() -> std::process::ExitCode {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
     let scenarios = if args.scenario.is_empty() {
-        vec![Scenario::Crash, Scenario::PeerDown, Scenario::Storage, Scenario::Abuse]
+        vec![Scenario::Crash, Scenario::PeerDown, Scenario::Storage, Scenario::Abuse, Scenario::Cluster]
     } else {
         args.scenario.clone()
     };
@@ -242,6 +252,16 @@ async fn main() -> std::process::ExitCode {
                 eprintln!("== storage: tmpfs of {}", args.tmpfs_size);
                 let s = storage::Storage { size: args.tmpfs_size.clone(), drain_secs: args.drain_secs };
                 ("storage", storage::run(&s, &launch, &work.join("storage")).await)
+            }
+            Scenario::Cluster => {
+                eprintln!("== cluster: two nodes on one PostgreSQL, lease {} s", args.lease_secs);
+                let c = cluster::Cluster {
+                    clients: args.clients,
+                    lease_secs: args.lease_secs,
+                    pg_down_secs: args.pg_down_secs,
+                    drain_secs: args.drain_secs,
+                };
+                ("cluster", cluster::run(&c, &launch, &work.join("cluster")).await)
             }
             Scenario::Abuse => {
                 let a = abuse::Abuse {

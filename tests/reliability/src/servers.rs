@@ -30,6 +30,8 @@ pub struct Server {
     child: Option<Child>,
     /// Times started.
     pub starts: u32,
+    /// More arguments of `atp server start` (e.g. `--database`).
+    pub extra: Vec<String>,
 }
 
 /// A free TCP port on loopback.
@@ -54,6 +56,7 @@ impl Server {
             launch: launch.clone(),
             child: None,
             starts: 0,
+            extra: Vec::new(),
         })
     }
 
@@ -74,7 +77,9 @@ impl Server {
             .arg(self.launch.retry_base.to_string())
             .arg("--retry-cap")
             .arg(self.launch.retry_cap.to_string())
+            .args(&self.extra)
             .env_remove("ATP_HOME")
+            .env_remove("ATP_DATABASE")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
