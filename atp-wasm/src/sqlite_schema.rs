@@ -4,8 +4,9 @@
 
 /// Migration steps: agents; every stored message (inbox rows `delivered`; outbound rows `queued` →
 /// `delivering` under a lease → `delivered` / `failed` (retry) / `bounced`); the dedup rows of the
-/// retry horizon; per-destination scheduling (`dest_domain`); per-agent inbox usage (the quota).
-pub const MIGRATIONS: [&str; 3] = [
+/// retry horizon; per-destination scheduling (`dest_domain`); per-agent inbox usage (the quota);
+/// per-destination backoff, kept across restarts (docs/design.md §5d).
+pub const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE agents(
     agent_id      TEXT PRIMARY KEY,         -- lowercase local@domain
@@ -57,5 +58,13 @@ CREATE TABLE inbox_usage(
 ) WITHOUT ROWID;
 INSERT INTO inbox_usage
     SELECT to_id, COUNT(*), SUM(length(CAST(message_json AS BLOB))) FROM messages WHERE status = 'delivered' GROUP BY to_id;
+"#,
+    r#"
+-- Per-destination backoff, kept across restarts (docs/design.md §5d).
+CREATE TABLE domain_backoff(
+    domain        TEXT PRIMARY KEY,
+    failures      INTEGER NOT NULL,
+    blocked_until INTEGER NOT NULL
+) WITHOUT ROWID;
 "#,
 ];

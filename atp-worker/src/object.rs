@@ -28,14 +28,10 @@ use serde::{Deserialize, Serialize};
 use crate::sql::{Sql, Value};
 
 /// The object's own schema step, after the relay's SQLite schema
-/// ([`atp_wasm::sqlite_schema::MIGRATIONS`], atp-native's tables): what atp-native keeps in memory.
+/// ([`atp_wasm::sqlite_schema::MIGRATIONS`], atp-native's tables): the counters, which atp-native
+/// keeps in memory.
 /// Outbound rows carry `dest_domain`, inbox rows not.
 const OBJECT_STEP: &str = r#"
-CREATE TABLE backoff(
-    domain        TEXT PRIMARY KEY,
-    failures      INTEGER NOT NULL,
-    blocked_until INTEGER NOT NULL
-) WITHOUT ROWID;
 CREATE TABLE counters(
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -319,7 +315,7 @@ impl<S: Sql> Domain<S> {
             }
             Call::Backoff { domain } => {
                 let rows =
-                    self.exec("SELECT failures, blocked_until FROM backoff WHERE domain = ?", &[domain.into()])?;
+                    self.exec("SELECT failures, blocked_until FROM domain_backoff WHERE domain = ?", &[domain.into()])?;
                 Reply::Backoff(rows.first().map_or_else(Backoff::default, |r| Backoff {
                     failures: r[0].int().clamp(0, i64::from(u32::MAX)) as u32,
                     blocked_until: r[1].int(),
@@ -327,10 +323,10 @@ impl<S: Sql> Domain<S> {
             }
             Call::SetBackoff { domain, backoff } => {
                 if backoff.failures == 0 {
-                    self.exec("DELETE FROM backoff WHERE domain = ?", &[domain.into()])?;
+                    self.exec("DELETE FROM domain_backoff WHERE domain = ?", &[domain.into()])?;
                 } else {
                     self.exec(
-                        "INSERT INTO backoff(domain, failures, blocked_until) VALUES (?, ?, ?)
+                        "INSERT INTO domain_backoff(domain, failures, blocked_until) VALUES (?, ?, ?)
                          ON CONFLICT(domain) DO UPDATE SET failures = excluded.failures, blocked_until = excluded.blocked_until",
                         &[domain.into(), i64::from(backoff.failures).into(), backoff.blocked_until.into()],
                     )?;

@@ -346,7 +346,7 @@ fn retries_with_domain_backoff_then_delivers_from_the_sweep() {
     assert_eq!(w.inspect(&nonce)["attempts"], 2);
     assert_eq!(w.inspect(v2["nonce"].as_str().unwrap())["status"], "delivered");
     assert_eq!(w.net.received.borrow().len(), 2);
-    assert!(w.sql("SELECT domain FROM backoff").is_empty(), "backoff reset");
+    assert!(w.sql("SELECT domain FROM domain_backoff").is_empty(), "backoff reset");
 }
 
 #[test]
@@ -445,7 +445,7 @@ fn the_sweep_respects_batch_and_subrequest_budget() {
     assert!(r.due == 5 && r.delivered >= 1 && r.not_attempted >= 1, "{r:?}");
     assert_eq!(r.delivered + r.not_attempted, 5, "{r:?}");
     assert_eq!(w.waiting().len(), 5 - r.delivered, "the rest stay queued, untouched");
-    assert!(w.sql("SELECT domain FROM backoff").is_empty());
+    assert!(w.sql("SELECT domain FROM domain_backoff").is_empty());
     w.set("SUBREQUEST_BUDGET", "45");
     w.set("SWEEP_BATCH", "1");
     let left = w.waiting().len();
