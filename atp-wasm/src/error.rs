@@ -62,6 +62,12 @@ pub enum ErrorCode {
     TooManyRequests,
     /// `452 4.2.2` the recipient's mailbox is full (HTTP 507): a sending server retries later.
     MailboxFull,
+    /// `452 4.3.1` the agent has as many open inbox streams and long polls as it may (HTTP 429,
+    /// docs/protocol.md §6.5): close one, or retry later.
+    TooManyStreams,
+    /// `502 5.5.1` this server does not implement the route (HTTP 501; atp-worker's inbox stream
+    /// for now, docs/protocol.md §6.5).
+    NotImplemented,
 }
 
 impl ErrorCode {
@@ -92,6 +98,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "500 5.5.2",
             ErrorCode::TooManyRequests => "450 4.7.1",
             ErrorCode::MailboxFull => "452 4.2.2",
+            ErrorCode::TooManyStreams => "452 4.3.1",
+            ErrorCode::NotImplemented => "502 5.5.1",
         }
     }
 
@@ -107,10 +115,11 @@ impl ErrorCode {
             UnknownRecipient | NotFound => 404,
             MethodNotAllowed => 405,
             Conflict => 409,
-            TooManyRequests => 429,
+            TooManyRequests | TooManyStreams => 429,
             AtsTempError | AtkTempError | TempFailure => 451,
             Unavailable => 503,
             StorageFull | MailboxFull => 507,
+            NotImplemented => 501,
         }
     }
 
