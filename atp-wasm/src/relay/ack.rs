@@ -19,16 +19,16 @@ pub const MAX_ACK_IDS: usize = 1000;
 
 impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: InboxWatch> Relay<'_, S, R, H, C, W> {
     /// `GET messages/stream`: checks the cursor (`Last-Event-ID` or `after_id`, 400 when
-    /// malformed) and takes one of the agent's stream places (429 `452 4.3.1` past
+    /// malformed, on every home) and takes one of the agent's stream places (429 `452 4.3.1` past
     /// [`crate::relay::stream::StreamLimits`]); the answer's head is 200 `text/event-stream`, its
     /// body the home's to stream ([`Handled::stream`]). A home that cannot wait answers 501
     /// `502 5.5.1`.
     pub(super) fn stream(&self, who: &AgentId, req: &ApiRequest) -> Result<Handled, Rejection> {
+        let after_id = stream::cursor(req)?;
         if !self.inbox.available() {
             return Err(Rejection::new(ErrorCode::NotImplemented, "Inbox streams are not implemented on this server")
                 .with("details", "poll GET messages with after_id instead"));
         }
-        let after_id = stream::cursor(req)?;
         let agent = who.to_string();
         let slot = self.state.streams.take(&agent, self.cfg.streams)?;
         let mut h = Handled::body(200, stream::CONTENT_TYPE, Vec::new());

@@ -23,6 +23,8 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: 
         let mut v = self.state.stats.stats_json(self.clock.now(), &self.cfg.domain, &queue, agents);
         if let Some(m) = v.as_object_mut() {
             m.extend(self.store.extra_stats());
+            // Open inbox streams and waiting long polls (docs/protocol.md §6.5).
+            m.insert("streams".into(), json!({"open": self.state.streams.total()}));
         }
         Ok(Handled::json(200, &v))
     }

@@ -124,6 +124,11 @@ impl StreamSlots {
         Ok(StreamSlot { agent: agent.to_owned(), slots: self.clone() })
     }
 
+    /// Streams and long polls open now, in all.
+    pub fn total(&self) -> usize {
+        self.open.lock().map(|o| o.values().sum()).unwrap_or(0)
+    }
+
     /// Streams and long polls open now for `agent`.
     pub fn open(&self, agent: &str) -> usize {
         self.open.lock().map(|o| o.get(agent).copied().unwrap_or(0)).unwrap_or(0)
