@@ -17,7 +17,8 @@ use std::rc::Rc;
 use atp_wasm::delivery::Backoff;
 use atp_wasm::env::{ContentHash, DedupStore, StoreError};
 use atp_wasm::relay::store::{
-    within_page, AgentStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored, Usage,
+    within_page, Ack, AgentStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored,
+    Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -233,6 +234,24 @@ impl<K: Kv> KvStore<K> {
     }
 }
 
+impl<K: Kv> KvStore<K> {
+    /// Deletes the inbox rows of `agent` (its own keys only) and takes them off its usage record
+    /// (approximate, as [`KvStore::add_usage`]).
+    async fn remove_inbox(&self, agent: &str, rows: &[InboxRow]) -> Result<u64, StoreError> {
+        for r in rows {
+            self.ns.mail.delete(&layout::inbox_key(agent, r.id)).await?;
+        }
+        if !rows.is_empty() {
+            let mut u = MessageStore::usage(self, agent).await?;
+            u.messages = u.messages.saturating_sub(rows.len() as u64);
+            u.bytes = u.bytes.saturating_sub(rows.iter().map(|r| r.json.len() as u64).sum());
+            let text = json!({"messages": u.messages, "bytes": u.bytes}).to_string();
+            self.ns.mail.put(&layout::usage_key(agent), &text, Put::forever()).await?;
+        }
+        Ok(rows.len() as u64)
+    }
+}
+
 impl<K: Kv> DedupStore for KvStore<K> {
     async fn seen(&self, sender_domain: &str, nonce: &str) -> Result<Option<ContentHash>, StoreError> {
         Ok(self.ns.mail.get(&layout::dedup_key(sender_domain, nonce)).await?.as_deref().and_then(unhex))
@@ -377,6 +396,44 @@ impl<K: Kv> MessageStore for KvStore<K> {
         Ok(within_page(rows, limit, max_bytes))
     }
 
+    /// Acknowledgement (docs/protocol.md §6.5): the selected rows of `agent`'s inbox — read from
+    /// its own keys, so never another agent's — are deleted.
+    async fn ack(&self, agent: &str, ack: &Ack) -> Result<u64, StoreError> {
+        let mut rows = Vec::new();
+        match ack {
+            Ack::Ids(ids) => {
+                for id in ids {
+                    if let Some(json) = self.ns.mail.get(&layout::inbox_key(agent, *id)).await? {
+                        rows.push(InboxRow { id: *id, json });
+                    }
+                }
+            }
+            Ack::UpTo(max) => {
+                let mut after = 0;
+                loop {
+                    let page = self.inbox(agent, after, 1000, usize::MAX).await?;
+                    let done = page.len() < 1000 || page.last().is_some_and(|r| r.id >= *max);
+                    after = page.last().map_or(after, |r| r.id);
+                    rows.extend(page.into_iter().filter(|r| r.id <= *max));
+                    if done {
+                        break;
+                    }
+                }
+            }
+        }
+        self.remove_inbox(agent, &rows).await
+    }
+
+    /// Retention: inbox ids carry their time (unix ms × 1000, [`layout::inbox_id`]), so a row
+    /// stored before `before` is one with an id below `before` × 10^6, agent by agent.
+    async fn expire(&self, before: i64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for agent in self.agent_ids().await? {
+            n += self.ack(&agent, &Ack::UpTo(before.saturating_mul(1_000_000) - 1)).await?;
+        }
+        Ok(n)
+    }
+
     async fn message_info(&self, nonce: &str) -> Result<Option<MessageInfo>, StoreError> {
         get_json(&self.ns.mail, &layout::record_key(nonce), "message record").await
     }
@@ -431,6 +488,31 @@ mod tests {
             content_hash: [0xab; 32],
             now: 1_795_545_211,
         }
+    }
+
+    #[test]
+    fn ack_and_expire_remove_only_the_agents_rows() {
+        let t = Rc::new(Cell::new(1_000_000));
+        let s = store(&t);
+        let mut ids = Vec::new();
+        for (n, to) in [("a1", "a@w.test"), ("b1", "b@w.test"), ("a2", "a@w.test"), ("a3", "a@w.test")] {
+            t.set(t.get() + 1000);
+            let Stored::New(id) = block_on(s.store_message(message(n, to, MessageStatus::Delivered))).unwrap() else {
+                panic!()
+            };
+            ids.push(id);
+        }
+        block_on(s.insert_agent("a@w.test", "h", 1)).unwrap();
+        block_on(s.insert_agent("b@w.test", "h", 2)).unwrap();
+        let len = message("a1", "", MessageStatus::Delivered).json.len() as u64;
+        assert_eq!(block_on(s.ack("a@w.test", &Ack::Ids(vec![ids[1], ids[0]]))).unwrap(), 1, "b's row stays");
+        assert_eq!(block_on(s.usage("a@w.test")).unwrap(), Usage { messages: 2, bytes: 2 * len });
+        assert_eq!(block_on(s.ack("a@w.test", &Ack::UpTo(ids[2]))).unwrap(), 1);
+        let left = |a: &str| block_on(s.inbox(a, 0, 10, usize::MAX)).unwrap().iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!((left("a@w.test"), left("b@w.test")), (vec![ids[3]], vec![ids[1]]));
+        // Expiry by the time in the ids: b's row (stored at 1,002,000 ms) goes, a's last stays.
+        assert_eq!(block_on(s.expire(1_003)).unwrap(), 1);
+        assert_eq!((left("a@w.test"), left("b@w.test")), (vec![ids[3]], vec![]));
     }
 
     #[test]

@@ -86,6 +86,9 @@ impl<K: Kv, T: HttpTransport + Clone> Worker<K, T> {
             resolver: &self.resolver,
             hasher: &self.hasher,
             clock: &self.clock,
+            // No waiting on KV: the stream route answers 501 and a long poll at once, until the
+            // inboxes move to Durable Objects (docs/design.md §4).
+            inbox: &atp_wasm::relay::stream::NoWatch,
         };
         relay.handle(req).await
     }
