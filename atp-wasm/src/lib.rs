@@ -24,6 +24,7 @@
 //! | [`doh`] | DNS over HTTPS (RFC 8484): wire-format queries and answers, a `Resolver` over HTTP |
 //! | [`pipeline`] | the inbound verification pipeline for remote transfers (§5.3, §6, design §3) |
 //! | [`relay`] | the server's behaviour: API definition, handlers, storage traits, credentials, counters (design §1) |
+//! | [`sse`] | the client side of the inbox stream: server-sent events, resuming subscriptions (§6.5) |
 //! | [`retry`] | delivery outcome classes and the backoff schedule (design §3) |
 //! | [`error`] | protocol rejections `(status, error_code, message)` and their JSON shape |
 //! | `js` | the npm package's JS bindings (wasm32 with the `js` feature only) |
@@ -44,6 +45,7 @@ pub mod records;
 pub mod relay;
 pub mod retry;
 pub mod sign;
+pub mod sse;
 
 /// The npm package's JS API; behind the `js` feature, so that a Rust home compiled to wasm32
 /// (atp-worker) does not carry it (docs/design.md §1.1).
