@@ -1,6 +1,6 @@
 //! The delivery state machine (docs/design.md §3 "per-destination delivery", fixing
 //! docs/protocol.md §8.1–§8.3 and §12.1–§12.3), as functions both engines apply to their own
-//! queue: atp-native's tokio dispatcher over SQLite, atp-worker's cron sweep over KV.
+//! queue: atp-native's tokio dispatcher over SQLite, atp-worker's cron sweep over its Durable Object.
 //!
 //! * [`attempt`]: sign the stored message with the domain key, discover the destination's
 //!   endpoints (SVCB `_atp` → `_agent` → SRV, docs/protocol.md §5.1) and POST it to each until one

@@ -71,6 +71,39 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for homes that keep counts by [`ErrorCode::as_str`] outside the process and
+    /// read them back (atp-worker's global counters, docs/design.md §4).
+    pub const ALL: [ErrorCode; 28] = [
+        ErrorCode::AtsFail,
+        ErrorCode::AtsTempError,
+        ErrorCode::AtsSyntax,
+        ErrorCode::AtkSignature,
+        ErrorCode::AtkKey,
+        ErrorCode::AtkTempError,
+        ErrorCode::UnknownRecipient,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::InvalidFormat,
+        ErrorCode::InvalidSender,
+        ErrorCode::InvalidRecipient,
+        ErrorCode::Replay,
+        ErrorCode::StaleTimestamp,
+        ErrorCode::RelayDenied,
+        ErrorCode::AuthFailed,
+        ErrorCode::SenderMismatch,
+        ErrorCode::Forbidden,
+        ErrorCode::Conflict,
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::TempFailure,
+        ErrorCode::Unavailable,
+        ErrorCode::StorageFull,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::TooManyRequests,
+        ErrorCode::MailboxFull,
+        ErrorCode::TooManyStreams,
+        ErrorCode::NotImplemented,
+    ];
+
     /// The code as it appears in the `error_code` JSON field.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -183,6 +216,44 @@ impl std::error::Error for Rejection {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_every_code_once() {
+        // The match is exhaustive: a new code fails to compile here; list it in `ALL` too.
+        for c in ErrorCode::ALL {
+            let named = match c {
+                ErrorCode::AtsFail
+                | ErrorCode::AtsTempError
+                | ErrorCode::AtsSyntax
+                | ErrorCode::AtkSignature
+                | ErrorCode::AtkKey
+                | ErrorCode::AtkTempError
+                | ErrorCode::UnknownRecipient
+                | ErrorCode::MessageTooLarge
+                | ErrorCode::InvalidFormat
+                | ErrorCode::InvalidSender
+                | ErrorCode::InvalidRecipient
+                | ErrorCode::Replay
+                | ErrorCode::StaleTimestamp
+                | ErrorCode::RelayDenied
+                | ErrorCode::AuthFailed
+                | ErrorCode::SenderMismatch
+                | ErrorCode::Forbidden
+                | ErrorCode::Conflict
+                | ErrorCode::BadRequest
+                | ErrorCode::NotFound
+                | ErrorCode::TempFailure
+                | ErrorCode::Unavailable
+                | ErrorCode::StorageFull
+                | ErrorCode::MethodNotAllowed
+                | ErrorCode::TooManyRequests
+                | ErrorCode::MailboxFull
+                | ErrorCode::TooManyStreams
+                | ErrorCode::NotImplemented => c,
+            };
+            assert_eq!(ErrorCode::ALL.iter().filter(|x| **x == named).count(), 1, "{c:?} listed once");
+        }
+    }
 
     #[test]
     fn json_shape_has_error_code_and_extras() {

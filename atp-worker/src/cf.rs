@@ -1,10 +1,13 @@
-//! The Workers runtime binding (wasm32 only): Workers KV behind [`Kv`], `fetch` behind the core's
-//! [`HttpTransport`] (with a timeout), and the `fetch` and `scheduled` event handlers: a workers-rs
-//! request becomes the core's [`ApiRequest`], its [`Handled`] answer a response, and a message it
-//! queued is attempted in `waitUntil` after the response.
+//! The Workers runtime binding (wasm32 only): the domain's Durable Object class
+//! ([`DomainStore`]: [`crate::object`] over `ctx.storage.sql`, each call in `transactionSync`) and
+//! the worker's way to it ([`DomainObject`]), `fetch` behind the core's [`HttpTransport`] (with a
+//! timeout), and the `fetch` and `scheduled` event handlers: a workers-rs request becomes the
+//! core's [`ApiRequest`], its [`Handled`] answer a response, a message it queued is attempted in
+//! `waitUntil` after the response, and the isolate's counters are flushed there too.
 //!
-//! Bindings (`wrangler.toml`): KV namespaces `AGENTS`, `MAIL`, `QUEUE`; vars and secrets as in
-//! [`crate::config`]; a Cron trigger for the sweep.
+//! Bindings (`wrangler.toml`): the Durable Object namespace `STORE` (class `DomainStore`, SQLite
+//! storage, one object per domain); vars and secrets as in [`crate::config`]; a Cron trigger for
+//! the sweep.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -15,16 +18,25 @@ use atp_wasm::http::{self, HttpError, HttpRequest, HttpResponse, HttpTransport};
 use atp_wasm::relay::{api, ApiRequest, Handled};
 use atp_wasm::{ErrorCode, Rejection};
 use futures_util::future::{select, Either};
+use worker::wasm_bindgen::closure::Closure;
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    console_error, console_log, event, AbortController, Context, Delay, Env, Fetch, Headers, KvStore, Method, Request,
-    RequestInit, RequestRedirect, Response, ScheduleContext, ScheduledEvent,
+    console_error, console_log, durable_object, event, AbortController, Context, Delay, DurableObject, Env, Fetch,
+    Headers, Method, Request, RequestInit, RequestRedirect, Response, ScheduleContext, ScheduledEvent, SqlStorage,
+    SqlStorageValue, State, Stub,
 };
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::kv::{Kv, Listed, Page, Put};
-use crate::store::Namespaces;
+use crate::object::{Call, Domain, Reply};
+use crate::sql::{Row, Sql, Value};
+use crate::store::Objects;
 use crate::worker::{Isolate, Worker};
+
+/// The Durable Object namespace binding.
+pub const BINDING: &str = "STORE";
+/// How long the isolate gathers counts before flushing them to the domain's object.
+pub const FLUSH_DELAY: Duration = Duration::from_millis(200);
 
 /// How long one outbound request (DoH or transfer) may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,43 +53,122 @@ fn isolate() -> Rc<Isolate> {
     ISOLATE.with(|i| i.borrow_mut().get_or_insert_with(|| Rc::new(Isolate::new(js_sys::Date::now() as i64))).clone())
 }
 
-fn kv_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::new(e.to_string())
+/// The domain's object as the worker reaches it: each [`Call`] a `POST` with its JSON, each
+/// answer a [`Reply`] (200) or the object's error (500: rolled back, nothing written).
+pub struct DomainObject(pub Stub);
+
+impl Objects for DomainObject {
+    async fn call(&self, call: &Call) -> Result<Reply, StoreError> {
+        let lost = |e: worker::Error| StoreError {
+            outcome_unknown: true,
+            ..StoreError::new(format!("the domain object did not answer: {e}"))
+        };
+        let body = serde_json::to_string(call).map_err(|e| StoreError::new(e.to_string()))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&body)));
+        let req = Request::new_with_init("https://store/call", &init).map_err(|e| StoreError::new(e.to_string()))?;
+        let mut resp = self.0.fetch_with_request(req).await.map_err(lost)?;
+        let text = resp.text().await.map_err(lost)?;
+        if resp.status_code() != 200 {
+            return Err(StoreError::new(format!("the domain object refused the call: {text}")));
+        }
+        serde_json::from_str(&text).map_err(|e| StoreError::new(format!("unreadable answer of the domain object: {e}")))
+    }
 }
 
-/// A Workers KV namespace.
-pub struct WorkerKv(pub KvStore);
+/// `ctx.storage.sql`.
+pub struct DoSql(pub SqlStorage);
 
-impl Kv for WorkerKv {
-    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.0.get(key).text().await.map_err(kv_err)
+impl Sql for DoSql {
+    fn exec(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let bindings: Vec<SqlStorageValue> = params
+            .iter()
+            .map(|v| match v {
+                Value::Null => SqlStorageValue::Null,
+                Value::Int(i) => SqlStorageValue::Integer(*i),
+                Value::Real(f) => SqlStorageValue::Float(*f),
+                Value::Text(s) => SqlStorageValue::String(s.clone()),
+                Value::Blob(b) => SqlStorageValue::Blob(b.clone()),
+            })
+            .collect();
+        let err = |e: worker::Error| StoreError::new(format!("SQL: {e}"));
+        let cursor = self.0.exec(sql, bindings).map_err(err)?;
+        cursor
+            .raw()
+            .map(|row| {
+                let row = row.map_err(err)?;
+                Ok(row
+                    .into_iter()
+                    .map(|v| match v {
+                        SqlStorageValue::Null => Value::Null,
+                        SqlStorageValue::Boolean(b) => Value::Int(i64::from(b)),
+                        SqlStorageValue::Integer(i) => Value::Int(i),
+                        SqlStorageValue::Float(f) => Value::Real(f),
+                        SqlStorageValue::String(s) => Value::Text(s),
+                        SqlStorageValue::Blob(b) => Value::Blob(b),
+                    })
+                    .collect())
+            })
+            .collect()
+    }
+}
+
+/// The domain's Durable Object (SQLite storage): runs each [`Call`] in one `transactionSync`.
+#[durable_object]
+pub struct DomainStore {
+    state: State,
+    domain: Result<Rc<Domain<DoSql>>, String>,
+}
+
+impl DurableObject for DomainStore {
+    fn new(state: State, _env: Env) -> Self {
+        let domain = Domain::open(DoSql(state.storage().sql())).map(Rc::new).map_err(|e| e.to_string());
+        if let Err(e) = &domain {
+            console_error!("atp-worker: the domain object's schema: {e}");
+        }
+        DomainStore { state, domain }
     }
 
-    async fn put(&self, key: &str, value: &str, opts: Put) -> Result<(), StoreError> {
-        let mut b = self.0.put(key, value).map_err(kv_err)?;
-        if let Some(ttl) = opts.ttl_secs {
-            b = b.expiration_ttl(ttl);
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let domain = match &self.domain {
+            Ok(d) => d.clone(),
+            Err(e) => return Response::error(e.clone(), 500),
+        };
+        let call: Call = match serde_json::from_str(&req.text().await?) {
+            Ok(c) => c,
+            Err(e) => return Response::error(format!("not a call: {e}"), 400),
+        };
+        match transaction(&self.state, domain, call) {
+            Ok(reply) => Response::from_json(&reply),
+            Err(e) => Response::error(e.to_string(), 500),
         }
-        if let Some(m) = opts.metadata {
-            b = b.metadata(m).map_err(kv_err)?;
-        }
-        b.execute().await.map_err(kv_err)
     }
+}
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.0.delete(key).await.map_err(kv_err)
-    }
-
-    async fn list(&self, prefix: &str, cursor: Option<String>, limit: u32) -> Result<Page, StoreError> {
-        let mut b = self.0.list().prefix(prefix.to_owned()).limit(u64::from(limit.clamp(1, crate::kv::MAX_PAGE)));
-        if let Some(c) = cursor {
-            b = b.cursor(c);
-        }
-        let r = b.execute().await.map_err(kv_err)?;
-        Ok(Page {
-            keys: r.keys.into_iter().map(|k| Listed { name: k.name, metadata: k.metadata }).collect(),
-            cursor: if r.list_complete { None } else { r.cursor.filter(|c| !c.is_empty()) },
-        })
+/// Runs `call` inside `ctx.storage.transactionSync`: its writes commit together, or (an error)
+/// none does.
+fn transaction(state: &State, domain: Rc<Domain<DoSql>>, call: Call) -> Result<Reply, StoreError> {
+    let storage = state.storage();
+    let raw: &JsValue = storage.as_raw().as_ref();
+    let run = js_sys::Reflect::get(raw, &JsValue::from_str("transactionSync"))
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .ok_or_else(|| StoreError::new("ctx.storage.transactionSync is missing"))?;
+    let out: Rc<RefCell<Option<Result<Reply, StoreError>>>> = Rc::default();
+    let slot = out.clone();
+    let body: Closure<dyn FnMut() -> Result<JsValue, JsValue>> = Closure::once(move || {
+        let r = domain.call(call);
+        let failed = r.as_ref().err().map(|e| JsValue::from_str(&e.to_string()));
+        *slot.borrow_mut() = Some(r);
+        // A throw makes transactionSync roll the transaction back.
+        failed.map_or(Ok(JsValue::UNDEFINED), Err)
+    });
+    let ran = run.call1(raw, body.as_ref().unchecked_ref());
+    let result = out.borrow_mut().take();
+    match (result, ran) {
+        (Some(r), _) => r,
+        (None, Err(e)) => Err(StoreError::new(format!("transaction failed: {e:?}"))),
+        (None, Ok(_)) => Err(StoreError::new("transaction did not run")),
     }
 }
 
@@ -129,11 +220,25 @@ fn config(env: &Env) -> Result<Config, String> {
     .map_err(|e| e.to_string())
 }
 
-fn worker(env: &Env) -> Result<Worker<WorkerKv, FetchTransport>, String> {
+fn worker(env: &Env) -> Result<Worker<DomainObject, FetchTransport>, String> {
     let cfg = config(env)?;
-    let ns = |name: &str| env.kv(name).map(WorkerKv).map_err(|e| format!("KV namespace {name}: {e}"));
-    let namespaces = Namespaces { agents: ns("AGENTS")?, mail: ns("MAIL")?, queue: ns("QUEUE")? };
-    Ok(Worker::new(cfg, namespaces, FetchTransport, clock(), isolate()))
+    let ns = env.durable_object(BINDING).map_err(|e| format!("Durable Object binding {BINDING}: {e}"))?;
+    let stub = ns.id_from_name(cfg.domain()).and_then(|id| id.get_stub()).map_err(|e| format!("{BINDING}: {e}"))?;
+    Ok(Worker::new(cfg, DomainObject(stub), FetchTransport, clock(), isolate()))
+}
+
+/// Flushes the isolate's counters after [`FLUSH_DELAY`], once for all the requests in that time.
+fn schedule_flush(ctx: &Context, worker: Rc<Worker<DomainObject, FetchTransport>>) {
+    if worker.isolate().flush_scheduled.replace(true) {
+        return;
+    }
+    ctx.wait_until(async move {
+        Delay::from(FLUSH_DELAY).await;
+        worker.isolate().flush_scheduled.set(false);
+        if let Err(e) = worker.flush_counters().await {
+            console_error!("atp-worker: counters not flushed: {e}");
+        }
+    });
 }
 
 /// The request as the core's relay takes it, with the client's address from `CF-Connecting-IP`
@@ -192,10 +297,12 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         Ok(a) => a,
         Err(r) => {
             worker.isolate().relay.stats.rejected(r.code);
+            schedule_flush(&ctx, worker.clone());
             return response(Handled::rejection(&r));
         }
     };
     let handled = worker.handle(&api).await;
+    schedule_flush(&ctx, worker.clone());
     if let Some(queued) = handled.queued.clone() {
         let w = worker.clone();
         ctx.wait_until(async move {
@@ -211,10 +318,15 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     match worker(&env) {
-        Ok(w) => match w.sweep().await {
-            Ok(report) => console_log!("sweep: {report:?}"),
-            Err(e) => console_error!("sweep failed: {e}"),
-        },
+        Ok(w) => {
+            match w.sweep().await {
+                Ok(report) => console_log!("sweep: {report:?}"),
+                Err(e) => console_error!("sweep failed: {e}"),
+            }
+            if let Err(e) = w.flush_counters().await {
+                console_error!("atp-worker: counters not flushed: {e}");
+            }
+        }
         Err(e) => console_error!("atp-worker is misconfigured: {e}"),
     }
 }

@@ -7,27 +7,34 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`worker`] | one invocation: the core relay over KV, DoH and inline argon2id; the isolate's state |
-//! | [`store`], [`layout`], [`kv`] | the core's storage traits over three KV namespaces; the retry queue |
-//! | [`delivery`] | the KV queue: attempt after the 202, cron sweeps, leases, per-domain backoff |
+//! | [`worker`] | one invocation: the core relay over the domain's object, DoH and inline argon2id; the isolate's state |
+//! | [`store`] | the core's storage traits as calls to the domain's Durable Object |
+//! | [`object`], [`sql`] | the Durable Object's storage: SQLite tables, one transaction per call |
+//! | [`counters`] | the relay's counters, global: isolates flush into the object |
+//! | [`delivery`] | the outbound queue: attempt after the 202, cron sweeps, leases, backoff, waking |
 //! | [`dnscache`] | DoH answers kept in the isolate for their TTL |
 //! | [`budget`] | the per-invocation subrequest cap |
 //! | [`config`] | vars and secrets |
 //! | [`clock`] | milliseconds from `Date.now()` (or a hand-moved clock in tests) |
-//! | `cf` | the Workers runtime (wasm32 only): KV, `fetch`, the `fetch` and `scheduled` events |
+//! | `cf` | the Workers runtime (wasm32 only): the Durable Object class, `fetch`, the `fetch` and `scheduled` events |
+//! | `local` | the object in-process over a SQLite file (native only: tests) |
 //!
-//! Everything but `cf` is independent of the Workers runtime and tested natively with an
-//! in-memory KV (`cargo test -p atp-worker`).
+//! Everything but `cf` is independent of the Workers runtime and tested natively with the object
+//! over a real SQLite file (`cargo test -p atp-worker`).
 
 pub mod budget;
 pub mod clock;
 pub mod config;
+pub mod counters;
 pub mod delivery;
 pub mod dnscache;
-pub mod kv;
-pub mod layout;
+pub mod object;
+pub mod sql;
 pub mod store;
 pub mod worker;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod local;
 
 #[cfg(target_arch = "wasm32")]
 pub mod cf;

@@ -1,25 +1,26 @@
 //! The worker for one invocation: the core's relay ([`atp_wasm::relay::Relay`], every route) over
-//! the worker's KV store, its DoH resolver with the isolate's answer cache, argon2id inline, and
-//! the delivery of queued messages ([`crate::delivery`]). HTTP goes out through the core's
-//! [`HttpTransport`] under the invocation's subrequest budget, so the whole worker runs natively in
-//! tests with an in-memory KV and canned peers, and in workerd with Workers KV and `fetch`
+//! the domain's Durable Object ([`crate::store`]), its DoH resolver with the isolate's answer
+//! cache, argon2id inline, the delivery of queued messages ([`crate::delivery`]) and the global
+//! counters ([`crate::counters`]). HTTP goes out through the core's [`HttpTransport`] under the
+//! invocation's subrequest budget, so the whole worker runs natively in tests with the object over
+//! a SQLite file and canned peers, and in workerd with the Durable Object and `fetch`
 //! ([`crate::cf`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use atp_wasm::doh::{DohMethod, DohResolver};
 use atp_wasm::http::HttpTransport;
 use atp_wasm::relay::credentials::InlineHasher;
-use atp_wasm::relay::{ApiRequest, Handled, Relay, RelayState};
+use atp_wasm::relay::stream::NoWatch;
+use atp_wasm::relay::{api, ApiRequest, Handled, Relay, RelayState};
 
 use crate::budget::{Budget, Budgeted};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::counters::{self, Flushed};
 use crate::dnscache::{DnsCache, IsolateDns};
-use crate::kv::Kv;
-use crate::store::{KvStore, Namespaces};
+use crate::store::{Objects, Store};
 
 /// What one isolate keeps in memory between invocations (reset when Cloudflare recycles it).
 #[derive(Debug)]
@@ -28,8 +29,10 @@ pub struct Isolate {
     pub relay: RelayState,
     /// DoH answers, for their TTL.
     pub dns: Rc<RefCell<DnsCache>>,
-    /// Inbox day markers known to exist.
-    pub known_days: RefCell<HashSet<String>>,
+    /// What of `relay.stats` was added to the global counters already.
+    pub flushed: Flushed,
+    /// Whether a flush of the counters is scheduled (`crate::cf` coalesces them).
+    pub flush_scheduled: Cell<bool>,
     /// Cron sweeps run.
     pub sweeps: Cell<u64>,
 }
@@ -40,16 +43,17 @@ impl Isolate {
         Isolate {
             relay: RelayState::new(now_ms.div_euclid(1000)),
             dns: Rc::default(),
-            known_days: RefCell::default(),
+            flushed: Flushed::default(),
+            flush_scheduled: Cell::new(false),
             sweeps: Cell::new(0),
         }
     }
 }
 
 /// The worker for one invocation (`fetch` or `scheduled`).
-pub struct Worker<K, T> {
+pub struct Worker<O, T> {
     pub cfg: Config,
-    pub store: KvStore<K>,
+    pub store: Store<O>,
     pub(crate) outbound: Budgeted<T>,
     pub(crate) resolver: DohResolver<Budgeted<T>, IsolateDns>,
     pub(crate) budget: Budget,
@@ -58,15 +62,16 @@ pub struct Worker<K, T> {
     pub(crate) iso: Rc<Isolate>,
 }
 
-impl<K: Kv, T: HttpTransport + Clone> Worker<K, T> {
-    /// A worker over the namespaces `ns`, sending HTTP (DoH and transfers) through `transport`.
-    pub fn new(cfg: Config, ns: Namespaces<K>, transport: T, clock: Clock, iso: Rc<Isolate>) -> Self {
+impl<O: Objects, T: HttpTransport + Clone> Worker<O, T> {
+    /// A worker over the domain's object `objects`, sending HTTP (DoH and transfers) through
+    /// `transport`.
+    pub fn new(cfg: Config, objects: O, transport: T, clock: Clock, iso: Rc<Isolate>) -> Self {
         let budget = Budget::new(cfg.subrequest_budget);
         let outbound = Budgeted::new(transport, budget.clone());
         let method = if cfg.doh_post { DohMethod::Post } else { DohMethod::Get };
         let cache = IsolateDns { cache: iso.dns.clone(), clock: clock.clone() };
         let resolver = DohResolver::new(outbound.clone(), cfg.doh_url.clone(), method).with_cache(cache);
-        let store = KvStore::new(ns, clock.clone(), iso.clone());
+        let store = Store::new(objects, clock.clone(), iso.clone());
         let hasher = InlineHasher(cfg.argon2);
         Worker { cfg, store, outbound, resolver, budget, clock, hasher, iso }
     }
@@ -77,19 +82,53 @@ impl<K: Kv, T: HttpTransport + Clone> Worker<K, T> {
 
     /// Answers one request (the core's router and handlers). A message queued for another domain
     /// comes back in [`Handled::queued`]: attempt it with [`Worker::deliver_now`] once the
-    /// response is sent.
+    /// response is sent. `stats` and `metrics` with the admin token show the global counters:
+    /// this isolate's are flushed first, then the totals rendered by the core.
     pub async fn handle(&self, req: &ApiRequest) -> Handled {
-        let relay = Relay {
+        let global = matches!(api::find(&req.method, &req.path), Ok(r) if *r == api::STATS || *r == api::METRICS);
+        if global && self.relay(&self.iso.relay).admin(req).is_ok() {
+            return match self.global_state().await {
+                Ok(state) => self.relay(&state).handle(req).await,
+                Err(e) => Handled::rejection(&e.to_rejection()),
+            };
+        }
+        self.relay(&self.iso.relay).handle(req).await
+    }
+
+    fn relay<'a>(
+        &'a self,
+        state: &'a RelayState,
+    ) -> Relay<'a, Store<O>, DohResolver<Budgeted<T>, IsolateDns>, InlineHasher, Clock, NoWatch> {
+        Relay {
             cfg: &self.cfg.relay,
-            state: &self.iso.relay,
+            state,
             store: &self.store,
             resolver: &self.resolver,
             hasher: &self.hasher,
             clock: &self.clock,
-            // No waiting on KV: the stream route answers 501 and a long poll at once, until the
-            // inboxes move to Durable Objects (docs/design.md §4).
-            inbox: &atp_wasm::relay::stream::NoWatch,
-        };
-        relay.handle(req).await
+            // No waiting here yet: the stream route answers 501 and a long poll at once, until the
+            // Durable Object holds the streams (docs/design.md §5c).
+            inbox: &NoWatch,
+        }
+    }
+
+    /// A relay state holding the domain's global counters (after flushing this isolate's).
+    async fn global_state(&self) -> Result<RelayState, atp_wasm::env::StoreError> {
+        self.flush_counters().await?;
+        let totals = self.store.counters().await?;
+        Ok(RelayState { stats: counters::totals(&totals, self.clock.now()), ..RelayState::default() })
+    }
+
+    /// Adds what this isolate counted since its last flush to the global counters.
+    pub async fn flush_counters(&self) -> Result<(), atp_wasm::env::StoreError> {
+        let deltas = self.iso.flushed.take(&self.iso.relay.stats);
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let r = self.store.add_counters(deltas.clone()).await;
+        if r.is_err() {
+            self.iso.flushed.restore(&deltas);
+        }
+        r
     }
 }

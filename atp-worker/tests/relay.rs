@@ -1,7 +1,9 @@
-//! The worker end to end, natively: the core's relay over the worker's KV store, its delivery
-//! queue and DoH cache, with in-memory KV, a hand-moved clock, and a fake network that answers DoH
-//! queries from a zone table (real DNS wire format, built by hickory-proto) and transfers with a
-//! scripted peer. The same code runs in workerd (tests/worker/run.sh).
+//! The worker end to end, natively: the core's relay over the worker's store, its delivery queue
+//! and DoH cache, with the domain's object over a real SQLite file (`atp_worker::local`), a
+//! hand-moved clock, and a fake network that answers DoH queries from a zone table (real DNS wire
+//! format, built by hickory-proto) and transfers with a scripted peer. The same code runs in
+//! workerd (tests/worker/run.sh). Native only: the object runs on a SQLite file.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -11,13 +13,15 @@ use atp_wasm::http::{HttpError, HttpRequest, HttpResponse, HttpTransport};
 use atp_wasm::keys::DomainKey;
 use atp_wasm::message::Message;
 use atp_wasm::records::atk::AtkRecord;
+use atp_wasm::relay::store::MessageStore;
 use atp_wasm::relay::ApiRequest;
 use atp_wasm::sign::{sign_message, verify_message};
 use atp_worker::clock::Clock;
 use atp_worker::config::{seed_b64, Config};
 use atp_worker::delivery::Processed;
-use atp_worker::kv::{Kv, MemoryKv};
-use atp_worker::store::Namespaces;
+use atp_worker::local::LocalObject;
+use atp_worker::object::Ack;
+use atp_worker::sql::{Sql, Value as SqlValue};
 use atp_worker::worker::{Isolate, Worker};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -130,41 +134,9 @@ struct World {
     net: Rc<Net>,
     time: Rc<Cell<i64>>,
     iso: Rc<Isolate>,
-    stores: Rc<Namespaces<MemoryKv>>,
+    object: Rc<LocalObject>,
+    _dir: tempfile::TempDir,
     vars: Vec<(&'static str, String)>,
-}
-
-/// Namespaces shared between the relays of successive "invocations".
-struct SharedKv(Rc<Namespaces<MemoryKv>>, u8);
-
-impl Kv for SharedKv {
-    async fn get(&self, key: &str) -> Result<Option<String>, atp_wasm::env::StoreError> {
-        self.ns().get(key).await
-    }
-    async fn put(&self, key: &str, value: &str, opts: atp_worker::kv::Put) -> Result<(), atp_wasm::env::StoreError> {
-        self.ns().put(key, value, opts).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), atp_wasm::env::StoreError> {
-        self.ns().delete(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        cursor: Option<String>,
-        limit: u32,
-    ) -> Result<atp_worker::kv::Page, atp_wasm::env::StoreError> {
-        self.ns().list(prefix, cursor, limit).await
-    }
-}
-
-impl SharedKv {
-    fn ns(&self) -> &MemoryKv {
-        match self.1 {
-            0 => &self.0.agents,
-            1 => &self.0.mail,
-            _ => &self.0.queue,
-        }
-    }
 }
 
 impl World {
@@ -182,11 +154,14 @@ impl World {
         net.add("ats._atp.peer.test", txt("v=atp1 allow=ip:192.0.2.7 deny=all"));
         net.add("default.atk._atp.peer.test", txt(&AtkRecord::new(*peer_key().public_key().as_bytes()).to_string()));
         let time = Rc::new(Cell::new(T0 * 1000));
+        let dir = tempfile::tempdir().unwrap();
+        let object = LocalObject::open(&dir.path().join("relay.test.sqlite")).unwrap();
         World {
             net,
             iso: Rc::new(Isolate::new(T0 * 1000)),
             time,
-            stores: Rc::new(Namespaces { agents: MemoryKv::new(), mail: MemoryKv::new(), queue: MemoryKv::new() }),
+            object,
+            _dir: dir,
             vars: vec![
                 ("DOMAIN", "relay.test".into()),
                 ("DOMAIN_KEY", seed_b64(&[1; 32])),
@@ -206,16 +181,22 @@ impl World {
         self.vars.push((name, value.into()));
     }
 
-    /// A worker for one invocation (fresh subrequest budget, same KV and isolate).
-    fn worker(&self) -> Worker<SharedKv, Transport> {
+    /// A worker for one invocation (fresh subrequest budget, same object and isolate).
+    fn worker(&self) -> Worker<Rc<LocalObject>, Transport> {
         let vars = self.vars.clone();
         let cfg = Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
-        let ns = Namespaces {
-            agents: SharedKv(self.stores.clone(), 0),
-            mail: SharedKv(self.stores.clone(), 1),
-            queue: SharedKv(self.stores.clone(), 2),
-        };
-        Worker::new(cfg, ns, Transport(self.net.clone()), Clock::manual(self.time.clone()), self.iso.clone())
+        Worker::new(
+            cfg,
+            self.object.clone(),
+            Transport(self.net.clone()),
+            Clock::manual(self.time.clone()),
+            self.iso.clone(),
+        )
+    }
+
+    /// A query on the object's database.
+    fn sql(&self, q: &str) -> Vec<Vec<SqlValue>> {
+        self.object.domain.sql.exec(q, &[]).unwrap()
     }
 
     fn now(&self) -> i64 {
@@ -272,8 +253,12 @@ impl World {
         self.call("GET", &format!("inspect?nonce={nonce}"), Some("Bearer tok"), "").1
     }
 
-    fn queue_keys(&self) -> Vec<String> {
-        self.stores.queue.keys().into_iter().filter(|k| k.starts_with("q/")).collect()
+    /// Outbound messages not settled yet, as `(nonce, due)`.
+    fn waiting(&self) -> Vec<(String, i64)> {
+        self.sql("SELECT nonce, next_attempt_at FROM messages WHERE status IN ('queued', 'failed', 'delivering') ORDER BY id")
+            .into_iter()
+            .map(|r| (r[0].text(), r[1].int()))
+            .collect()
     }
 }
 
@@ -324,7 +309,7 @@ fn outbound_delivery_is_signed_and_cached_dns_is_reused() {
     assert_eq!(got.payload, json!({"body": "hello"}));
     verify_message(&got, &relay_key().public_key()).expect("signed with DOMAIN_KEY");
     assert_eq!(got.signature.as_ref().unwrap().key_id, "default.atk._atp.relay.test");
-    assert!(w.queue_keys().is_empty());
+    assert!(w.waiting().is_empty());
     let rec = w.inspect(v["nonce"].as_str().unwrap());
     assert_eq!((rec["status"].as_str(), rec["attempts"].as_u64()), (Some("delivered"), Some(1)));
     let queries = w.net.doh_queries.get();
@@ -344,7 +329,7 @@ fn retries_with_domain_backoff_then_delivers_from_the_sweep() {
     let nonce = v["nonce"].as_str().unwrap().to_owned();
     let Some(Processed::Retry(next)) = follow else { panic!("{follow:?}") };
     assert!(next > w.now() && next <= w.now() + 10, "{next}");
-    assert_eq!(w.queue_keys(), vec![format!("q/{next:012}/{nonce}")]);
+    assert_eq!(w.waiting(), vec![(nonce.clone(), next)]);
     let rec = w.inspect(&nonce);
     assert_eq!(rec["status"], "failed");
     assert!(rec["last_error"].as_str().unwrap().starts_with("451 4.4.1: "), "{rec}");
@@ -357,11 +342,11 @@ fn retries_with_domain_backoff_then_delivers_from_the_sweep() {
     w.advance(11);
     let report = block_on(w.worker().sweep()).unwrap();
     assert_eq!((report.due, report.delivered), (2, 2), "{report:?}");
-    assert!(w.queue_keys().is_empty());
+    assert!(w.waiting().is_empty());
     assert_eq!(w.inspect(&nonce)["attempts"], 2);
     assert_eq!(w.inspect(v2["nonce"].as_str().unwrap())["status"], "delivered");
     assert_eq!(w.net.received.borrow().len(), 2);
-    assert!(w.stores.queue.keys().iter().all(|k| !k.starts_with("b/")), "backoff reset");
+    assert!(w.sql("SELECT domain FROM backoff").is_empty(), "backoff reset");
 }
 
 #[test]
@@ -398,7 +383,7 @@ fn permanent_refusals_and_old_messages_bounce() {
     let notice = inbox["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(notice["payload"]["error_code"], "554 5.4.7");
     assert!(notice["payload"]["error"].as_str().unwrap().contains("connection refused"), "{notice}");
-    assert!(w.queue_keys().is_empty());
+    assert!(w.waiting().is_empty());
 
     // A domain without ATP records bounces at once.
     let (_, _, follow) = w.send("alice@relay.test", "x@nowhere.test", "?");
@@ -450,24 +435,49 @@ fn the_sweep_respects_batch_and_subrequest_budget() {
     for i in 0..5 {
         w.send("alice@relay.test", &format!("u{i}@peer.test"), "x");
     }
-    assert_eq!(w.queue_keys().len(), 5);
+    assert_eq!(w.waiting().len(), 5);
     w.net.peer.set(Peer::Up);
     w.advance(200);
-    w.set("SWEEP_BATCH", "2");
-    let r = block_on(w.worker().sweep()).unwrap();
-    assert_eq!((r.due, r.delivered), (2, 2), "{r:?}");
-    w.set("SWEEP_BATCH", "20");
+    // DNS answers expired: the first attempt needs DoH lookups, then the budget runs out. Its
+    // answer ends the domain's backoff and wakes the others, which wait for subrequests.
     w.set("SUBREQUEST_BUDGET", "5");
-    // DNS answers expired: the first attempt needs DoH lookups, then the budget runs out.
-    w.advance(400);
     let r = block_on(w.worker().sweep()).unwrap();
-    assert!(r.delivered >= 1 && r.not_attempted >= 1, "{r:?}");
-    assert_eq!(w.queue_keys().len(), 3 - r.delivered, "the rest stay queued, untouched");
+    assert!(r.due == 5 && r.delivered >= 1 && r.not_attempted >= 1, "{r:?}");
+    assert_eq!(r.delivered + r.not_attempted, 5, "{r:?}");
+    assert_eq!(w.waiting().len(), 5 - r.delivered, "the rest stay queued, untouched");
+    assert!(w.sql("SELECT domain FROM backoff").is_empty());
     w.set("SUBREQUEST_BUDGET", "45");
+    w.set("SWEEP_BATCH", "1");
+    let left = w.waiting().len();
     let r = block_on(w.worker().sweep()).unwrap();
-    assert_eq!(r.delivered, r.due);
-    assert!(w.queue_keys().is_empty());
+    assert_eq!((r.due, r.delivered), (1, 1), "{r:?}");
+    assert_eq!(w.waiting().len(), left - 1);
+    w.set("SWEEP_BATCH", "20");
+    let r = block_on(w.worker().sweep()).unwrap();
+    assert_eq!((r.due, r.delivered), (left - 1, left - 1), "{r:?}");
+    assert!(w.waiting().is_empty());
     assert_eq!(w.net.received.borrow().len(), 5);
+}
+
+#[test]
+fn a_domain_that_answers_again_wakes_its_waiting_messages_at_once() {
+    let w = World::new();
+    w.register("alice");
+    w.net.peer.set(Peer::Down);
+    let (_, v, _) = w.send("alice@relay.test", "zed@peer.test", "first");
+    let first = v["nonce"].as_str().unwrap().to_owned();
+    // Its own next attempt is far off (as after many failures); the domain's backoff ends sooner.
+    w.object.domain.sql.exec("UPDATE messages SET next_attempt_at = next_attempt_at + 1000", &[]).unwrap();
+    let due = w.waiting()[0].1;
+    w.advance(11);
+    assert_eq!(block_on(w.worker().sweep()).unwrap().due, 0, "not due: due at {due}, now {}", w.now());
+    // The peer is back: a new message is attempted at once, and its answer wakes the first.
+    w.net.peer.set(Peer::Up);
+    let (_, _, follow) = w.send("alice@relay.test", "zed@peer.test", "second");
+    assert_eq!(follow, Some(Processed::Delivered));
+    assert_eq!(w.inspect(&first)["status"], "delivered", "woken and delivered before its own due time");
+    assert!(w.waiting().is_empty());
+    assert_eq!(w.net.received.borrow().len(), 2);
 }
 
 #[test]
@@ -545,11 +555,11 @@ fn storage_failures_are_temporary_and_say_so() {
     let w = World::new();
     w.register("alice");
     w.register("bob");
-    w.stores.mail.failing.set(true);
+    // The credential is cached: the failure hits the submission's own storage calls.
+    w.recv("alice@relay.test", "");
+    w.object.failing.set(true);
     let (s, v, _) = w.send("alice@relay.test", "bob@relay.test", "x");
     assert_eq!((s, v["storage"].as_str(), v["error_code"].as_str()), (503, Some("unavailable"), Some("451 4.3.0")));
-    w.stores.mail.failing.set(false);
-    w.stores.agents.failing.set(true);
     let body = json!({"agent_id": "carol", "password": "pw"}).to_string();
     let (s, v, _) = w.call("POST", "register", None, &body);
     assert_eq!((s, v["storage"].as_str()), (503, Some("unavailable")));
@@ -575,4 +585,70 @@ fn a_temporary_ats_failure_is_counted_as_such() {
         (stats["security"]["ats_temperror"].as_u64(), stats["security"]["ats_fail"].as_u64()),
         (Some(1), Some(0))
     );
+}
+
+#[test]
+fn ack_and_expire_remove_inbox_messages_and_free_the_quota() {
+    let w = World::new();
+    w.register("alice");
+    w.register("bob");
+    for i in 0..3 {
+        w.send("alice@relay.test", "bob@relay.test", &format!("m{i}"));
+        w.advance(10);
+    }
+    w.send("bob@relay.test", "alice@relay.test", "to alice");
+    // Inbox ids, page by page of one (`last_id`).
+    let ids_of = |agent: &str| {
+        let mut ids = Vec::new();
+        let mut after = 0;
+        loop {
+            let v = w.recv(agent, &format!("?limit=1&after_id={after}"));
+            let Some(id) = v["last_id"].as_i64() else { return ids };
+            ids.push(id);
+            after = id;
+        }
+    };
+    let ids = ids_of("bob@relay.test");
+    let alice_id = ids_of("alice@relay.test")[0];
+    let worker = w.worker();
+    let usage = |agent: &str| block_on(worker.store.usage(agent)).unwrap();
+    assert_eq!(usage("bob@relay.test").messages, 3);
+    assert_eq!(block_on(worker.store.ack("bob@relay.test", &Ack::UpTo(ids[0]))).unwrap(), 1);
+    assert_eq!(block_on(worker.store.ack("bob@relay.test", &Ack::Ids(vec![ids[1], alice_id]))).unwrap(), 1);
+    assert_eq!(w.recv("bob@relay.test", "")["count"], 1);
+    assert_eq!(w.recv("alice@relay.test", "")["count"], 1, "never another agent's");
+    assert_eq!(usage("bob@relay.test").messages, 1);
+    // Expire everything stored before the last message to alice.
+    assert_eq!(block_on(worker.store.expire(w.now() - 5)).unwrap(), 1, "bob's last, stored 10 s before alice's");
+    assert_eq!((usage("bob@relay.test").messages, usage("bob@relay.test").bytes), (0, 0));
+    assert_eq!(w.recv("alice@relay.test", "")["count"], 1);
+}
+
+#[test]
+fn counters_are_global_across_isolates() {
+    let mut w = World::new();
+    w.register("alice");
+    w.register("bob");
+    for i in 0..2 {
+        assert_eq!(w.send("alice@relay.test", "bob@relay.test", &format!("m{i}")).0, 202);
+    }
+    // The first isolate flushes (cf.rs does so in `waitUntil`, FLUSH_DELAY after counting) …
+    block_on(w.worker().flush_counters()).unwrap();
+    // … and a fresh isolate, which counted nothing itself, shows the domain's totals.
+    w.advance(60);
+    w.iso = Rc::new(Isolate::new(w.time.get()));
+    let stats = w.call("GET", "stats", Some("Bearer tok"), "").1;
+    assert_eq!(
+        (stats["messages"]["received"].as_u64(), stats["messages"]["delivered_local"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(stats["uptime"], 60, "counted from the first flush");
+    let text = w.call("GET", "metrics", Some("Bearer tok"), "").1;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("atp_messages_delivered_local_total 2\n"), "{text}");
+    assert!(text.contains("atp_agents_registered_total 2\n"), "{text}");
+    // Refusals are global too; a refusal counted by this isolate shows once flushed by `stats`.
+    assert_eq!(w.call("GET", "stats", None, "").0, 401);
+    let stats = w.call("GET", "stats", Some("Bearer tok"), "").1;
+    assert_eq!(stats["rejections"]["535 5.7.8"], 1, "{stats}");
 }

@@ -1,5 +1,5 @@
-// End-to-end suite of atp-worker: the built worker in workerd (Miniflare, real KV simulator and
-// cron) exchanges mail with a native `atp` server on loopback; both discover each other through
+// End-to-end suite of atp-worker: the built worker in workerd (Miniflare, the domain's Durable
+// Object with SQLite storage, cron) exchanges mail with a native `atp` server on loopback; both discover each other through
 // BIND (the worker by DNS over HTTPS via an HTTP/1.1 -> h2c bridge, the native server with
 // --dns-server). See tests/worker/run.sh.
 //
@@ -105,6 +105,12 @@ async function waitForStatus(n, status) {
   }, 30000, 100);
 }
 
+/** Outbound messages not settled yet (the domain object's queue, from `stats`). */
+async function waiting() {
+  const q = (await h.call(mf, wurl("stats"), { headers: adminH })).json.queue;
+  return q.queued + q.delivering + q.failed;
+}
+
 function expectRefusal(r, status, code) {
   assert.equal(r.status, status, `status of ${r.text}`);
   assert.match(r.contentType ?? "application/json", /^application\/json/);
@@ -181,8 +187,7 @@ try {
     assert.equal(got.signature.key_id, `default.atk._atp.${RELAY}`);
     const rec = await waitForStatus(msg.nonce, "delivered");
     assert.equal(rec.attempts, 1);
-    const q = await (await mf.getKVNamespace("QUEUE")).list({ prefix: "q/" });
-    assert.equal(q.keys.length, 0, "queue empty");
+    assert.equal(await waiting(), 0, "queue empty");
   });
 
   await step("DoH answers are cached for their TTL (no new queries for a second delivery)", async () => {
@@ -233,7 +238,7 @@ try {
     expectRefusal(await h.call(mf, wurl("messages")), 401, "535 5.7.8");
   });
 
-  await step("peer down: the message waits in the KV queue; a cron sweep delivers it after the peer returns", async () => {
+  await step("peer down: messages wait in the queue; once the peer is back one cron tick drains it", async () => {
     await native.proc.stop();
     const msg = message(alice.id, bob.id, { body: "while you were away" });
     const r = await submitToWorker(msg);
@@ -241,13 +246,7 @@ try {
     const rec = await waitForStatus(msg.nonce, "failed");
     assert.equal(rec.attempts, 1);
     assert.match(rec.last_error, /^451 4\.4\.1: /);
-    const queue = await mf.getKVNamespace("QUEUE");
-    const keys = (await queue.list({ prefix: "q/" })).keys.map((k) => k.name);
-    assert.equal(keys.length, 1, JSON.stringify(keys));
-    assert.match(keys[0], new RegExp(`^q/\\d{12}/${msg.nonce}$`));
-    assert.equal(Number(keys[0].split("/")[1]), rec.next_attempt_at);
-    const backoff = JSON.parse(await queue.get(`b/${NATIVE}`));
-    assert.equal(backoff.failures, 1);
+    assert.equal(await waiting(), 1);
     // a sweep while the peer is still down: another failure, still queued
     await h.sleep(Math.max(0, rec.next_attempt_at * 1000 - Date.now()) + 1100);
     const worker0 = await mf.getWorker();
@@ -255,16 +254,109 @@ try {
     const rec2 = await inspect(msg.nonce);
     assert.equal(rec2.json.status, "failed");
     assert.equal(rec2.json.attempts, 2);
-    // the peer returns; the next sweep delivers
+    // more mail for the peer meanwhile: it waits behind the domain's backoff
+    const more = [];
+    for (let i = 0; i < 4; i++) {
+      const m = message(alice.id, bob.id, { body: `queued ${i}` });
+      assert.equal((await submitToWorker(m)).status, 202);
+      more.push(m);
+    }
+    await h.waitFor("all five waiting", async () => (await waiting()) === 5, 30000, 100);
+    // the peer returns; one cron tick delivers everything waiting for it
     native = await h.startNative({ bin: ATP_BIN, domain: NATIVE, home: nativeHome, port: nativePort, dnsPort: native.dnsPort });
     await h.sleep(Math.max(0, rec2.json.next_attempt_at * 1000 - Date.now()) + 1100);
     const sweep = await (await mf.getWorker()).scheduled({ cron: "*/1 * * * *" });
     assert.equal(sweep.outcome, "ok");
-    await waitForStatus(msg.nonce, "delivered");
-    const got = await waitForNonce(nativeRecv, msg.nonce, "bob's inbox after the sweep");
-    assert.deepEqual(got.payload, msg.payload);
-    assert.equal((await queue.list({ prefix: "q/" })).keys.length, 0, "queue empty");
-    assert.equal(await queue.get(`b/${NATIVE}`), null, "backoff reset when the domain answered");
+    for (const m of [msg, ...more]) assert.equal((await inspect(m.nonce)).json.status, "delivered", m.nonce);
+    assert.equal(await waiting(), 0, "queue empty after one tick");
+    for (const m of [msg, ...more]) await waitForNonce(nativeRecv, m.nonce, "bob's inbox after the sweep");
+  });
+
+  await step("20 concurrent registrations of one name: exactly one succeeds, the others 409", async () => {
+    const tries = Array.from({ length: 20 }, (_, i) =>
+      h.call(mf, wurl("register"), { method: "POST", body: { agent_id: "racer", password: `pw-${i}` } }),
+    );
+    const answers = await Promise.all(tries);
+    const won = answers.flatMap((r, i) => (r.status === 201 ? [i] : []));
+    assert.equal(won.length, 1, answers.map((r) => r.status).join(","));
+    for (const r of answers) if (r.status !== 201) expectRefusal(r, 409, "550 5.1.6");
+    const who = (pw) => h.call(mf, wurl("whoami"), { headers: { authorization: h.basic(`racer@${RELAY}`, pw) } });
+    assert.equal((await who(`pw-${won[0]}`)).status, 200, "the winner's password");
+    expectRefusal(await who(`pw-${(won[0] + 1) % 20}`), 401, "535 5.7.8");
+  });
+
+  await step("500 messages from 10 concurrent senders (local and remote), read while arriving: each exactly once", async () => {
+    const reader = { id: `reader@${RELAY}`, pw: "reader-pw" };
+    assert.equal((await h.call(mf, wurl("register"), { method: "POST", body: { agent_id: "reader", password: reader.pw } })).status, 201);
+    const locals = [];
+    for (let i = 0; i < 5; i++) {
+      const a = { id: `sender${i}@${RELAY}`, pw: `sender-pw-${i}` };
+      const r = await h.call(mf, wurl("register"), { method: "POST", body: { agent_id: `sender${i}`, password: a.pw } });
+      assert.equal(r.status, 201, r.text);
+      locals.push(a);
+    }
+    const before = (await h.call(mf, wurl("stats"), { headers: adminH })).json.messages.delivered_local;
+    const PER_SENDER = 50;
+    const sent = new Set();
+    let retried = 0;
+    // A refusal that says "retry" is retried with the same message: the dedup row makes it once.
+    async function deliver(send) {
+      for (let attempt = 0; ; attempt++) {
+        const r = await send();
+        if (r.status === 202) return;
+        assert.ok(r.status === 503 && attempt < 5, `status ${r.status}: ${r.text}`);
+        retried++;
+      }
+    }
+    const senders = [
+      ...locals.map((a) => async () => {
+        for (let i = 0; i < PER_SENDER; i++) {
+          const m = message(a.id, reader.id, { body: `${a.id} ${i}` });
+          sent.add(m.nonce);
+          await deliver(() => submitToWorker(m, a));
+        }
+      }),
+      ...Array.from({ length: 5 }, (_, k) => async () => {
+        for (let i = 0; i < PER_SENDER; i++) {
+          const m = h.sign(message(`remote${k}@${NATIVE}`, reader.id, { body: `remote ${k} ${i}` }), nativeKey, NATIVE);
+          sent.add(m.nonce);
+          await deliver(() => transferToWorker(m));
+        }
+      }),
+    ];
+    const got = [];
+    let cursor = 0;
+    let lastId = 0;
+    let pages = 0;
+    const readPage = async () => {
+      const r = await h.call(mf, wurl(`messages?after_id=${cursor}&limit=37`), {
+        headers: { authorization: h.basic(reader.id, reader.pw) },
+      });
+      assert.equal(r.status, 200, r.text);
+      pages++;
+      for (const m of r.json.messages) got.push(m.nonce);
+      if (r.json.count > 0) {
+        assert.ok(r.json.last_id > lastId, `ids increase: ${r.json.last_id} after ${lastId}`);
+        lastId = cursor = r.json.last_id;
+      }
+      return r.json.count;
+    };
+    const t0 = performance.now();
+    let done = false;
+    const sending = Promise.all(senders.map((s) => s())).finally(() => (done = true));
+    while (!done) {
+      await readPage();
+      await h.sleep(20);
+    }
+    await sending;
+    const seconds = (performance.now() - t0) / 1000;
+    while ((await readPage()) > 0);
+    assert.equal(new Set(got).size, got.length, "no message twice");
+    assert.equal(got.length, 10 * PER_SENDER, "every message");
+    for (const n of got) assert.ok(sent.has(n), `unknown ${n}`);
+    const after = (await h.call(mf, wurl("stats"), { headers: adminH })).json.messages.delivered_local;
+    assert.equal(after - before, 10 * PER_SENDER, "global counters count each message once");
+    report.concurrent = { messages: got.length, seconds, pages, retried };
   });
 
   await step("a domain without ATP records: bounce notice in the sender's inbox", async () => {
@@ -383,6 +475,13 @@ if (report.coldStart) {
 if (report.baseline) {
   const b = report.baseline;
   console.log(`   (a trivial JS worker: ready ${b.readyMs.toFixed(0)} ms, first response ${b.firstResponseMs.toFixed(0)} ms)`);
+}
+if (report.concurrent) {
+  const c = report.concurrent;
+  console.log(
+    `   10 concurrent senders: ${c.messages} messages in ${c.seconds.toFixed(1)} s ` +
+      `(${(c.messages / c.seconds).toFixed(0)} msg/s), read in ${c.pages} pages meanwhile, ${c.retried} retried 503s`,
+  );
 }
 if (report.argon2HashMs) {
   console.log(

@@ -275,7 +275,8 @@ export async function startWorker({ buildDir, bindings, port }) {
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: "2025-09-01",
-    kvNamespaces: ["AGENTS", "MAIL", "QUEUE"],
+    // the domain's Durable Object with SQLite storage, as wrangler.toml declares it
+    durableObjects: { STORE: { className: "DomainStore", useSQLite: true } },
     bindings,
     host: "127.0.0.1",
     port,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of the Cloudflare Workers relay (atp-worker) in workerd through Miniflare:
-# the built worker (real KV simulator, cron via scheduled()) exchanges mail with a native
-# `atp server` on loopback; discovery goes through BIND (DoH for the worker, via an HTTP/1.1 -> h2c
+# the built worker (the domain's Durable Object on SQLite storage, cron via scheduled()) exchanges
+# mail with a native `atp server` on loopback; discovery goes through BIND (DoH for the worker, via an HTTP/1.1 -> h2c
 # bridge in the harness; UDP/TCP for the native server). Prints the worker's wasm size and its cold
 # start in Miniflare.
 #

@@ -70,6 +70,10 @@ pub fn connect(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // The writer runs each request of a batch in a savepoint (writer.rs); their statement journal
+    // stays in memory instead of spilling to a temporary file past 64 KiB (only pages that existed
+    // before the batch are journaled, so it stays small).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     owner_only(path);
     Ok(conn)
 }

@@ -22,6 +22,7 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+    /// Adds `n` (a home restoring counts kept elsewhere, e.g. atp-worker's global counters).
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Relaxed);
     }
@@ -75,6 +76,13 @@ impl Stats {
     pub fn rejected(&self, code: ErrorCode) {
         if let Ok(mut m) = self.rejections.lock() {
             *m.entry(code.as_str()).or_default() += 1;
+        }
+    }
+
+    /// Counts `n` refusals with `code` at once (a home restoring counts kept elsewhere).
+    pub fn add_rejections(&self, code: ErrorCode, n: u64) {
+        if let Ok(mut m) = self.rejections.lock() {
+            *m.entry(code.as_str()).or_default() += n;
         }
     }
 
