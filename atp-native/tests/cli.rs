@@ -491,6 +491,10 @@ fn recv_follow_on_the_stream_with_ack() {
     assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["nonce"], json!(last));
     Command::new("kill").arg(child.id().to_string()).status().unwrap();
     child.wait().unwrap();
+    // recv --ack without --follow: prints, then acknowledges what it printed.
+    let printed = u.json(&args(&["recv", "--agent-id", "bob", "-P", "pw", "--all", "--ack"], &srv, &[]));
+    assert_eq!(nonces(&printed), [last.as_str()]);
+    assert_eq!(u.json(&all), json!([]), "acknowledged: gone from the server");
 }
 
 #[test]
