@@ -1,7 +1,7 @@
 //! Push delivery and acknowledgement (docs/protocol.md §6.5): the inbox stream (server-sent events,
 //! resumed with `Last-Event-ID`), the long poll `GET messages?wait=`, and `POST messages/ack`.
 //! atp's own routes: the reference has none (its expected failures). atp-worker answers the
-//! stream with 501 `502 5.5.1` until its inboxes live in Durable Objects (docs/design.md §4).
+//! stream with 501 `502 5.5.1` for now (docs/design.md §5c).
 
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,7 @@ async fn open(cx: &Ctx, who: &Agent, last_event_id: Option<i64>) -> Result<Event
 async fn worker_501(cx: &Ctx) -> Outcome {
     let r = Http::send(cx.http.get("messages/stream").basic_auth(&cx.a.id, Some(&cx.a.password))).await;
     let o = cx.refusal(r, 501, "502 5.5.1");
-    Outcome { got: format!("{} (atp-worker: streams come with Durable Objects)", o.got), ..o }
+    Outcome { got: format!("{} (atp-worker: no inbox stream yet)", o.got), ..o }
 }
 
 /// A fresh agent of this case (so its inbox holds only the case's messages).
@@ -133,7 +133,7 @@ async fn events(cx: &Ctx) -> Outcome {
 
 async fn resume(cx: &Ctx) -> Outcome {
     if cx.cfg.target == Target::Worker {
-        return Outcome::na("atp-worker has no stream until Durable Objects (501)");
+        return Outcome::na("atp-worker has no inbox stream yet (501)");
     }
     run(async {
         let who = fresh(cx, "resume").await?;
