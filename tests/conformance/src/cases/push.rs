@@ -72,7 +72,7 @@ async fn open(cx: &Ctx, who: &Agent, last_event_id: Option<i64>) -> Result<Event
     Ok(Events { resp, buf: String::new() })
 }
 
-/// The worker's answer until Durable Objects: 501 `502 5.5.1`, JSON.
+/// The worker's answer for now: 501 `502 5.5.1`, JSON.
 async fn worker_501(cx: &Ctx) -> Outcome {
     let r = Http::send(cx.http.get("messages/stream").basic_auth(&cx.a.id, Some(&cx.a.password))).await;
     let o = cx.refusal(r, 501, "502 5.5.1");
