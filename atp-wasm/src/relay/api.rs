@@ -156,9 +156,9 @@ pub struct WhoAmI {
     pub agent_id: String,
 }
 
-/// `POST messages/ack` body: exactly one of the two fields.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `POST messages/ack` body: exactly one of the two fields (the relay reads it by hand, see
+/// [`super::Relay`]'s `ack`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct AckRequest {
     /// Every message of the inbox up to and including this id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
