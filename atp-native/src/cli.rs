@@ -259,6 +259,9 @@ pub struct RecvArgs {
     /// Read from the first message again instead of after the saved cursor.
     #[arg(long)]
     pub all: bool,
+    /// Acknowledge what was printed: the server removes it from the inbox (atp servers only).
+    #[arg(long)]
+    pub ack: bool,
     #[arg(long, value_enum, default_value = "json")]
     pub output: Output,
     #[command(flatten)]

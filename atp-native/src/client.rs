@@ -128,6 +128,17 @@ impl Io {
     }
 }
 
+impl Io {
+    /// Opens a streaming response (the inbox stream) with the transport the user accepted.
+    pub async fn open(&self, request: HttpRequest) -> Result<reqwest::Response, Failure> {
+        let r = self.insecure.get().unwrap_or(&self.http).open(request).await;
+        if let Err(f) = &r {
+            self.last_failure.set(Some(f.kind));
+        }
+        r
+    }
+}
+
 impl HttpTransport for Io {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         self.fetch(request).await.map_err(|f| {

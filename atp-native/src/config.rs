@@ -35,8 +35,8 @@ pub struct FileConfig {
     pub store: StoreSection,
 }
 
-/// The `[store] table of `config.toml` (atp's own): where the domain's data lives (docs/design.md
-/// §5d).
+/// The `[store]` table of `config.toml` (atp's own): where the domain's data lives (docs/design.md
+/// §5d) and what it keeps.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
@@ -44,6 +44,9 @@ pub struct StoreSection {
     pub url: Option<String>,
     /// Most PostgreSQL connections of this node (default 16).
     pub pool_size: Option<usize>,
+    /// Inbox messages older than this many days are removed (docs/protocol.md §6.5); absent:
+    /// kept until acknowledged.
+    pub retention_days: Option<u64>,
 }
 
 /// The `[limits]` table of `config.toml` (atp's own): connection limits (docs/design.md §5b);
@@ -61,6 +64,10 @@ pub struct LimitsSection {
     pub quota_messages: Option<u64>,
     /// Per-agent inbox quota: most bytes of messages (default 1 GiB).
     pub quota_bytes: Option<u64>,
+    /// Open inbox streams and long polls per agent (default 8; docs/protocol.md §6.5).
+    pub streams_per_agent: Option<usize>,
+    /// Open inbox streams and long polls in all (default 10,000).
+    pub max_streams: Option<usize>,
 }
 
 /// The `[delivery]` table of `config.toml` (atp's own; the reference has none).
@@ -130,6 +137,8 @@ pub enum ConfigError {
     BadDatabase(#[from] crate::store::backend::BadDatabaseUrl),
     #[error("[store] pool_size must be between 1 and 1000")]
     BadPoolSize,
+    #[error("store: {0}")]
+    BadStore(&'static str),
 }
 
 impl FileConfig {
@@ -187,6 +196,10 @@ pub struct Settings {
     pub database: crate::store::DatabaseUrl,
     /// Most PostgreSQL connections of this node (`[store] pool_size`).
     pub pool_size: usize,
+    /// Open inbox streams (`[limits] streams_per_agent`, `max_streams`; docs/protocol.md §6.5).
+    pub streams: atp_wasm::relay::stream::StreamLimits,
+    /// `[store] retention_days` in seconds: inbox messages older than this are removed.
+    pub retention: Option<i64>,
 }
 
 /// How the delivery engine works (docs/design.md §3).
@@ -227,6 +240,19 @@ impl Settings {
         let quota = atp_wasm::relay::Quota {
             max_messages: file.limits.quota_messages.unwrap_or(default_quota.max_messages),
             max_bytes: file.limits.quota_bytes.unwrap_or(default_quota.max_bytes),
+        };
+        let default_streams = atp_wasm::relay::stream::StreamLimits::default();
+        let streams = atp_wasm::relay::stream::StreamLimits {
+            per_agent: file.limits.streams_per_agent.unwrap_or(default_streams.per_agent),
+            total: file.limits.max_streams.unwrap_or(default_streams.total),
+        };
+        if streams.per_agent == 0 || streams.total == 0 || streams.total > 1_000_000 {
+            return Err(ConfigError::BadLimits("streams_per_agent and max_streams must be between 1 and 1000000"));
+        }
+        let retention = match file.store.retention_days {
+            None => None,
+            Some(d @ 1..=36500) => Some(d as i64 * 86400),
+            Some(_) => return Err(ConfigError::BadStore("retention_days must be between 1 and 36500")),
         };
         let s = file.server;
         let web = (args.web || s.web).then(|| {
@@ -333,6 +359,8 @@ impl Settings {
             cors_origins,
             limits,
             quota,
+            streams,
+            retention,
         })
     }
 }

@@ -115,8 +115,9 @@ impl NativeHttp {
 }
 
 impl NativeHttp {
-    /// Sends `r`; a failure says of what kind it is ([`HttpTransport::send`] keeps only the text).
-    pub async fn fetch(&self, r: HttpRequest) -> Result<HttpResponse, Failure> {
+    /// Sends `r` and returns the response as soon as its head arrived (the body is read by the
+    /// caller: the inbox stream, docs/protocol.md §6.5).
+    pub async fn open(&self, r: HttpRequest) -> Result<reqwest::Response, Failure> {
         let method = match r.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
@@ -128,7 +129,13 @@ impl NativeHttp {
         if r.method == Method::Post {
             req = req.body(r.body);
         }
-        let mut resp = req.send().await.map_err(|e| failure(&e))?;
+        req.send().await.map_err(|e| failure(&e))
+    }
+
+    /// Sends `r`; a failure says of what kind it is ([`HttpTransport::send`] keeps only the text).
+    pub async fn fetch(&self, r: HttpRequest) -> Result<HttpResponse, Failure> {
+        let url = r.url.clone();
+        let mut resp = self.open(r).await?;
         let status = resp.status().as_u16();
         let content_type =
             resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -136,7 +143,7 @@ impl NativeHttp {
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| failure(&e))? {
             if body.len() + chunk.len() > MAX_RESPONSE {
-                let message = format!("{}: answer larger than {MAX_RESPONSE} bytes", r.url);
+                let message = format!("{url}: answer larger than {MAX_RESPONSE} bytes");
                 return Err(Failure { kind: FailureKind::Other, message });
             }
             body.extend_from_slice(&chunk);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atp_wasm::env::{Clock, SystemClock};
+use atp_wasm::relay::store::MessageStore;
 use atp_wasm::relay::{RelayConfig, RelayState};
 
 use crate::config::{Settings, TlsMode};
@@ -65,6 +66,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     relay.inbound.max_size = s.max_message_size;
     relay.admin_token = s.admin_token.clone();
     relay.quota = s.quota;
+    relay.streams = s.streams;
     relay.registration = match s.registration {
         crate::cli::Registration::Open => atp_wasm::relay::Registration::Open,
         crate::cli::Registration::Token => atp_wasm::relay::Registration::Token,
@@ -86,9 +88,10 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
 
     let engine = Engine::new(state.clone(), transport, signing_key.clone(), &s, delivery_wake);
     let delivery = tokio::spawn(engine.run());
-    let pruner = tokio::spawn(prune_dedup(
+    let pruner = tokio::spawn(prune(
         store.clone(),
         state.relay.inbound.remote_max_age + state.relay.inbound.max_future_skew,
+        s.retention,
     ));
 
     let listener =
@@ -184,13 +187,22 @@ fn node_name(port: u16) -> String {
     format!("{host}:{port}")
 }
 
-/// Forgets dedup rows older than `keep` seconds, now and then every [`PRUNE_EVERY`].
-async fn prune_dedup(store: Backend, keep: i64) {
+/// Forgets dedup rows older than `keep` seconds and, with `[store] retention_days`, removes inbox
+/// messages older than `retention` seconds (docs/protocol.md §6.5): now, and then every
+/// [`PRUNE_EVERY`].
+async fn prune(store: Backend, keep: i64, retention: Option<i64>) {
     loop {
         match store.prune_dedup(SystemClock.now() - keep).await {
             Ok(n) if n > 0 => tracing::info!(rows = n, "pruned dedup entries past the retry horizon"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning dedup entries failed"),
+        }
+        if let Some(r) = retention {
+            match store.expire(SystemClock.now() - r).await {
+                Ok(n) if n > 0 => tracing::info!(messages = n, "removed inbox messages past the retention time"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "removing old inbox messages failed"),
+            }
         }
         tokio::time::sleep(PRUNE_EVERY).await;
     }

@@ -443,6 +443,60 @@ fn recv_wait_and_follow() {
     assert_eq!(u.json(&recv), json!([]));
 }
 
+/// `recv --follow --ack` on the inbox stream (docs/protocol.md §6.5): the backlog, then live
+/// messages, one JSON object per line; what was printed is acknowledged, so the server no longer
+/// has it; a second follower resumes after the saved cursor.
+#[test]
+fn recv_follow_on_the_stream_with_ack() {
+    let s = Server::start("alpha.test");
+    let u = User::new();
+    let srv = at(&s);
+    u.ok(&args(&["agent", "register", "alice"], &srv, &["-p", "pw"]));
+    u.ok(&args(&["agent", "register", "bob"], &srv, &["-p", "pw"]));
+    let send = |body: &str| {
+        u.json(&args(&["send", "bob", "--from", "alice", "-P", "pw"], &srv, &["-b", body]))["nonce"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut sent = vec![send("backlog 1"), send("backlog 2")];
+    let f = args(&["recv", "--agent-id", "bob", "-P", "pw", "--follow", "--ack"], &srv, &[]);
+    let mut child = u.command().args(&f).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut got = Vec::new();
+    for i in 0..4 {
+        if i == 2 {
+            sent.push(send("live 1"));
+            sent.push(send("live 2"));
+        }
+        let line = lines.next().unwrap().unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        got.push(v["nonce"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, sent, "each once, in order");
+    // Acknowledged after printing: the inbox empties (the last ack follows the last line).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = args(&["recv", "--agent-id", "bob", "-P", "pw", "--all"], &srv, &[]);
+    while u.json(&all) != json!([]) {
+        assert!(Instant::now() < deadline, "still in the inbox: {}", u.json(&all));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    child.wait().unwrap();
+    // A new message; a new follower prints only it.
+    let last = send("after restart");
+    let f = args(&["recv", "--agent-id", "bob", "-P", "pw", "--follow"], &srv, &[]);
+    let mut child = u.command().args(&f).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["nonce"], json!(last));
+    Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    child.wait().unwrap();
+    // recv --ack without --follow: prints, then acknowledges what it printed.
+    let printed = u.json(&args(&["recv", "--agent-id", "bob", "-P", "pw", "--all", "--ack"], &srv, &[]));
+    assert_eq!(nonces(&printed), [last.as_str()]);
+    assert_eq!(u.json(&all), json!([]), "acknowledged: gone from the server");
+}
+
 #[test]
 fn keys_generate_show_list_rotate() {
     let u = User::new();

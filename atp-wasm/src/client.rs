@@ -559,6 +559,36 @@ impl<T: HttpTransport + Clock + Sleep> Client<T> {
         HttpRequest::get(url).basic_auth(&agent.to_string(), password)
     }
 
+    /// The request that opens (or resumes) the agent's inbox stream after inbox id `after`
+    /// (`GET messages/stream` with `Last-Event-ID`, docs/protocol.md §6.5). The caller's
+    /// transport reads its body into a [`crate::sse::Subscription`].
+    pub async fn stream_request(&self, after: i64) -> Result<HttpRequest, ClientError> {
+        let agent = self.agent_id().await?;
+        Ok(HttpRequest::get(self.endpoint.route(&api::STREAM))
+            .basic_auth(&agent.to_string(), self.password()?)
+            .header("accept", crate::relay::stream::CONTENT_TYPE)
+            .header("last-event-id", after.to_string()))
+    }
+
+    /// `POST messages/ack` (docs/protocol.md §6.5): removes these messages from the agent's
+    /// inbox; returns how many were removed. Ids that are not the agent's are an error (404).
+    pub async fn ack(&self, ack: &crate::relay::store::Ack) -> Result<u64, ClientError> {
+        use crate::relay::store::Ack;
+        let agent = self.agent_id().await?;
+        let body = match ack {
+            Ack::UpTo(n) => api::AckRequest { up_to_id: Some(*n), ids: None },
+            Ack::Ids(ids) => api::AckRequest { up_to_id: None, ids: Some(ids.clone()) },
+        };
+        let req = HttpRequest::post(
+            self.endpoint.route(&api::ACK),
+            "application/json",
+            serde_json::to_vec(&body).unwrap_or_default(),
+        )
+        .basic_auth(&agent.to_string(), self.password()?);
+        let v = self.call_json(req).await?;
+        v.get("removed").and_then(Value::as_u64).ok_or_else(|| ClientError::protocol(200, "ack: no 'removed' count"))
+    }
+
     /// Fetches the agent's new messages (`GET messages`, docs/protocol.md §6) after the cursor and
     /// moves the cursor past them. Each message is returned as JSON text exactly as the server
     /// stored it (numbers keep their digits, so signatures still verify). With `wait_ms`, asks

@@ -62,12 +62,18 @@ pub enum ErrorCode {
     TooManyRequests,
     /// `452 4.2.2` the recipient's mailbox is full (HTTP 507): a sending server retries later.
     MailboxFull,
+    /// `452 4.3.1` the agent has as many open inbox streams and long polls as it may (HTTP 429,
+    /// docs/protocol.md §6.5): close one, or retry later.
+    TooManyStreams,
+    /// `502 5.5.1` this server does not implement the route (HTTP 501; atp-worker's inbox stream
+    /// for now, docs/protocol.md §6.5).
+    NotImplemented,
 }
 
 impl ErrorCode {
     /// Every code, for homes that keep counts by [`ErrorCode::as_str`] outside the process and
     /// read them back (atp-worker's global counters, docs/design.md §4).
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::AtsFail,
         ErrorCode::AtsTempError,
         ErrorCode::AtsSyntax,
@@ -94,6 +100,8 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::TooManyRequests,
         ErrorCode::MailboxFull,
+        ErrorCode::TooManyStreams,
+        ErrorCode::NotImplemented,
     ];
 
     /// The code as it appears in the `error_code` JSON field.
@@ -123,6 +131,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "500 5.5.2",
             ErrorCode::TooManyRequests => "450 4.7.1",
             ErrorCode::MailboxFull => "452 4.2.2",
+            ErrorCode::TooManyStreams => "452 4.3.1",
+            ErrorCode::NotImplemented => "502 5.5.1",
         }
     }
 
@@ -138,10 +148,11 @@ impl ErrorCode {
             UnknownRecipient | NotFound => 404,
             MethodNotAllowed => 405,
             Conflict => 409,
-            TooManyRequests => 429,
+            TooManyRequests | TooManyStreams => 429,
             AtsTempError | AtkTempError | TempFailure => 451,
             Unavailable => 503,
             StorageFull | MailboxFull => 507,
+            NotImplemented => 501,
         }
     }
 
@@ -236,7 +247,9 @@ mod tests {
                 | ErrorCode::StorageFull
                 | ErrorCode::MethodNotAllowed
                 | ErrorCode::TooManyRequests
-                | ErrorCode::MailboxFull => c,
+                | ErrorCode::MailboxFull
+                | ErrorCode::TooManyStreams
+                | ErrorCode::NotImplemented => c,
             };
             assert_eq!(ErrorCode::ALL.iter().filter(|x| **x == named).count(), 1, "{c:?} listed once");
         }

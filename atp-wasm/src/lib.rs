@@ -24,6 +24,7 @@
 //! | [`doh`] | DNS over HTTPS (RFC 8484): wire-format queries and answers, a `Resolver` over HTTP |
 //! | [`pipeline`] | the inbound verification pipeline for remote transfers (§5.3, §6, design §3) |
 //! | [`relay`] | the server's behaviour: API definition, handlers, storage traits, credentials, counters (design §1) |
+//! | [`sse`] | the client side of the inbox stream: server-sent events, resuming subscriptions (§6.5) |
 //! | [`retry`] | delivery outcome classes and the backoff schedule (design §3) |
 //! | [`sqlite_schema`] | the SQLite tables of a relay's state, for the homes that keep it in SQLite (design §1.5) |
 //! | [`error`] | protocol rejections `(status, error_code, message)` and their JSON shape |
@@ -46,6 +47,7 @@ pub mod relay;
 pub mod retry;
 pub mod sign;
 pub mod sqlite_schema;
+pub mod sse;
 
 /// The npm package's JS API; behind the `js` feature, so that a Rust home compiled to wasm32
 /// (atp-worker) does not carry it (docs/design.md §1.1).

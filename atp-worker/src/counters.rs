@@ -15,7 +15,7 @@ const REJECTIONS: &str = "rejections/";
 pub const STARTED_AT: &str = "started_at";
 
 /// Every named counter of the core's [`Stats`].
-fn named(s: &Stats) -> [(&'static str, &Counter); 18] {
+fn named(s: &Stats) -> [(&'static str, &Counter); 19] {
     [
         ("received", &s.received),
         ("delivered_local", &s.delivered_local),
@@ -35,6 +35,7 @@ fn named(s: &Stats) -> [(&'static str, &Counter); 18] {
         ("forwarded", &s.forwarded),
         ("delivery_failed", &s.delivery_failed),
         ("bounced", &s.bounced),
+        ("acknowledged", &s.acknowledged),
     ]
 }
 

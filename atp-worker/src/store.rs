@@ -272,6 +272,20 @@ impl<O: Objects> MessageStore for Store<O> {
         }
     }
 
+    /// Acknowledgement (docs/protocol.md §6.5): the object removes the agent's rows in one
+    /// transaction ([`Store::ack`]).
+    async fn ack(&self, agent: &str, ack: &atp_wasm::relay::store::Ack) -> Result<u64, StoreError> {
+        let ack = match ack {
+            atp_wasm::relay::store::Ack::UpTo(n) => Ack::UpTo(*n),
+            atp_wasm::relay::store::Ack::Ids(ids) => Ack::Ids(ids.clone()),
+        };
+        Store::ack(self, agent, &ack).await
+    }
+
+    async fn expire(&self, before: i64) -> Result<u64, StoreError> {
+        Store::expire(self, before).await
+    }
+
     /// The worker's own facts: the DoH cache and the cron sweeps of this isolate.
     fn extra_stats(&self) -> Map<String, Value> {
         let dns = self.iso.dns.borrow();

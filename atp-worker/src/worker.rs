@@ -12,6 +12,7 @@ use std::rc::Rc;
 use atp_wasm::doh::{DohMethod, DohResolver};
 use atp_wasm::http::HttpTransport;
 use atp_wasm::relay::credentials::InlineHasher;
+use atp_wasm::relay::stream::NoWatch;
 use atp_wasm::relay::{api, ApiRequest, Handled, Relay, RelayState};
 
 use crate::budget::{Budget, Budgeted};
@@ -97,7 +98,7 @@ impl<O: Objects, T: HttpTransport + Clone> Worker<O, T> {
     fn relay<'a>(
         &'a self,
         state: &'a RelayState,
-    ) -> Relay<'a, Store<O>, DohResolver<Budgeted<T>, IsolateDns>, InlineHasher, Clock> {
+    ) -> Relay<'a, Store<O>, DohResolver<Budgeted<T>, IsolateDns>, InlineHasher, Clock, NoWatch> {
         Relay {
             cfg: &self.cfg.relay,
             state,
@@ -105,6 +106,9 @@ impl<O: Objects, T: HttpTransport + Clone> Worker<O, T> {
             resolver: &self.resolver,
             hasher: &self.hasher,
             clock: &self.clock,
+            // No waiting here yet: the stream route answers 501 and a long poll at once, until the
+            // Durable Object holds the streams (docs/design.md §5c).
+            inbox: &NoWatch,
         }
     }
 

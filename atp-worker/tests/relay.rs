@@ -518,6 +518,38 @@ fn every_core_route_is_served() {
     assert_eq!(stats["rejections"]["535 5.7.8"], 2, "refusals by code: {stats}");
 }
 
+/// Push and acknowledgement on the worker (docs/protocol.md §6.5): no stream on KV yet (a JSON 501),
+/// a long poll answers at once, acknowledgement removes the agent's own messages only.
+#[test]
+fn stream_is_501_and_ack_works() {
+    let w = World::new();
+    w.register("alice");
+    w.register("bob");
+    let (s, v, _) = w.call("GET", "messages/stream", Some(&basic("alice@relay.test")), "");
+    assert_eq!((s, v["error_code"].as_str()), (501, Some("502 5.5.1")), "{v}");
+    assert_eq!(w.call("GET", "messages/stream", None, "").0, 401);
+    w.send("alice@relay.test", "bob@relay.test", "one");
+    w.send("alice@relay.test", "bob@relay.test", "two");
+    w.send("bob@relay.test", "alice@relay.test", "for alice");
+    let (s, v, _) = w.call("GET", "messages?wait=30", Some(&basic("bob@relay.test")), "");
+    assert_eq!((s, v["count"].as_u64()), (200, Some(2)));
+    let first = v["messages"][0].clone();
+    let ids: Vec<i64> = {
+        let (_, v1, _) = w.call("GET", "messages?limit=1", Some(&basic("bob@relay.test")), "");
+        let (_, a, _) = w.call("GET", "messages", Some(&basic("alice@relay.test")), "");
+        vec![v1["last_id"].as_i64().unwrap(), a["last_id"].as_i64().unwrap()]
+    };
+    let body = |v: serde_json::Value| v.to_string();
+    let (s, v, _) = w.call("POST", "messages/ack", Some(&basic("bob@relay.test")), &body(json!({"ids": [ids[1]]})));
+    assert_eq!((s, v["error_code"].as_str()), (404, Some("550 5.1.0")), "alice's message is not bob's: {v}");
+    assert_eq!(w.call("GET", "messages", Some(&basic("alice@relay.test")), "").1["count"], 1);
+    let (s, v, _) = w.call("POST", "messages/ack", Some(&basic("bob@relay.test")), &body(json!({"up_to_id": ids[0]})));
+    assert_eq!((s, v["removed"].as_u64()), (200, Some(1)), "{v}");
+    let (_, v, _) = w.call("GET", "messages", Some(&basic("bob@relay.test")), "");
+    assert_eq!(v["count"], 1);
+    assert_ne!(v["messages"][0], first);
+}
+
 #[test]
 fn storage_failures_are_temporary_and_say_so() {
     let w = World::new();

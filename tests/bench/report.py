@@ -5,7 +5,7 @@
 
 Reads the JSON lines that run.sh and atp-bench left in OUT_DIR (`<label>.jsonl` local submissions,
 `<label>-e2e.jsonl`, `<label>-recv.jsonl`, `<label>-startup.jsonl`, `<label>-rss.json`,
-`<label>-e2e-rss.json`, for the labels `atp` and `reference`), the run's facts from the BENCH_META_*
+`<label>-e2e-rss.json`, for the labels `atp` and `reference`; `atp-push.jsonl`, `atp-streams.jsonl`), the run's facts from the BENCH_META_*
 environment variables, and criterion's `new/estimates.json` files written since BENCH_META_CRITERION_SINCE.
 """
 import json
@@ -69,6 +69,8 @@ recv = {lab: one(f"{lab}-recv.jsonl") for lab in LABELS}
 start = {lab: one(f"{lab}-startup.jsonl") for lab in LABELS}
 rss = {lab: one(f"{lab}-rss.json") for lab in LABELS}
 rss2 = {lab: one(f"{lab}-e2e-rss.json") for lab in LABELS}
+push = rows("atp-push.jsonl")
+streams = one("atp-streams.jsonl")
 
 p("| metric | atp | reference | ratio (>1: atp better) |")
 p("|---|---:|---:|---:|")
@@ -151,6 +153,22 @@ if e2e["atp"] or e2e["reference"]:
         for c, r in sorted(e2e[lab].items()):
             p(f"| {lab} | {c} | {r['accepted']:,} | {r['delivered']:,} | {r['lost']:,} | {r['duplicates']} "
               f"| {num(r['throughput'])} | {num(r['p50_ms'], 2)} | {num(r['p99_ms'], 2)} |")
+    p("")
+
+if push or streams:
+    p("### Push delivery (atp only, docs/protocol.md §6.5)\n")
+    p("Submit → event on the recipient's open inbox stream, one message at a time, beside polling "
+      "`GET messages` (each message submitted at another point of the polling interval).\n")
+    p("| servers | messages | stream p50 ms | stream p99 ms | polling every | polled | polling p50 ms | polling p99 ms |")
+    p("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in push:
+        p(f"| {r['servers']} | {r['rounds']} | {num(r['p50_ms'], 2)} | {num(r['p99_ms'], 2)} | {r['poll_ms']} ms "
+          f"| {r['poll_rounds']} | {num(r['poll_p50_ms'])} | {num(r['poll_p99_ms'])} |")
+    if streams:
+        p(f"\n{streams['streams']:,} open streams (one TLS connection each): server RSS "
+          f"{num(streams['rss_before_kb'] / 1024)} → {num(streams['rss_after_kb'] / 1024)} MiB "
+          f"(+{num(streams['extra_mib'])} MiB); one message reached all {streams['reached']:,} in "
+          f"{num(streams['fanout_ms'], 0)} ms.")
     p("")
 
 if recv["atp"] or recv["reference"] or start["atp"] or start["reference"]:

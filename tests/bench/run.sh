@@ -8,6 +8,9 @@
 #   * recv drain: $RECV_N messages preloaded into one inbox, read back with GET messages in pages;
 #   * idle RSS (VmRSS after start-up and $IDLE_SECONDS idle) and peak RSS (VmHWM after the load);
 #   * end to end across two domains: sustained delivered/s, submit→readable p50/p99, loss, duplicates;
+#   * push delivery (atp only, docs/protocol.md §6.5): submit → stream event p50/p99 at light load on one
+#     server and across two, beside polling every second; the server's extra RSS for $STREAMS open
+#     streams and one message's fan-out to all of them;
 #   * criterion micro-benchmarks of atp-wasm (canonicalize, sign, verify, the inbound pipeline).
 #
 #   tests/bench/run.sh                                    # everything, default durations (~5 min)
@@ -15,7 +18,8 @@
 #   SKIP_REFERENCE=1 tests/bench/run.sh                   # atp only
 #
 # Knobs (environment): DURATION (10) and WARMUP (2) seconds per submission level, LEVELS (1,16,64);
-# E2E_LEVELS (1,32), E2E_DURATION (10), REF_E2E_DURATION (5), REF_E2E_DRAIN (120); RECV_N (5000),
+# E2E_LEVELS (1,32), E2E_DURATION (10), REF_E2E_DURATION (5), REF_E2E_DRAIN (120); PUSH_N (200),
+# POLL_ROUNDS (10), STREAMS (1000); RECV_N (5000),
 # REF_RECV_N (300), RECV_PAGE (100); STARTUP_RUNS (5); IDLE_SECONDS (5); SKIP_REFERENCE, SKIP_CRITERION;
 # CRITERION_ARGS (passed to criterion, e.g. "--warm-up-time 1 --measurement-time 2"); OUT.
 #
@@ -34,6 +38,9 @@ LEVELS=${LEVELS:-1,16,64}
 E2E_LEVELS=${E2E_LEVELS:-1,32}
 E2E_DURATION=${E2E_DURATION:-10}
 RECV_N=${RECV_N:-5000}
+PUSH_N=${PUSH_N:-200}
+POLL_ROUNDS=${POLL_ROUNDS:-10}
+STREAMS=${STREAMS:-1000}
 REF_RECV_N=${REF_RECV_N:-300}
 RECV_PAGE=${RECV_PAGE:-100}
 STARTUP_RUNS=${STARTUP_RUNS:-5}
@@ -130,12 +137,15 @@ server_cmd() {
 }
 
 # atp's limits that protect a real server (docs/design.md §5b) would stop the benchmark: it sends
-# every message to one agent and opens up to 64 connections from one address.
+# every message to one agent, opens up to 64 connections from one address, and $STREAMS streams for
+# one agent.
 bench_limits() {
   mkdir -p "$1"
-  printf '[limits]\nquota_messages = 1000000000\nquota_bytes = 1000000000000\nmax_connections_per_ip = 1024\n' \
-    >"$1/config.toml"
+  printf '[limits]\nquota_messages = 1000000000\nquota_bytes = 1000000000000\nmax_connections_per_ip = %s\nstreams_per_agent = %s\n' \
+    "$((STREAMS + 1024))" "$((STREAMS + 8))" >"$1/config.toml"
 }
+# $STREAMS client connections: the generator needs as many descriptors (the server raises its own).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 bench_server() { # label recv_n
   local label=$1 home=$work/$1 port pid
@@ -165,6 +175,14 @@ bench_server() { # label recv_n
   "$BENCH" --server "127.0.0.1:$port" --domain "$DOMAIN" --label "$label" --recv "$2" --page "$RECV_PAGE" |
     tee "$OUT/$label-recv.jsonl" >/dev/null
   phase "$label-recv"
+  if [[ $label == atp ]]; then
+    echo "== atp: push delivery ($PUSH_N messages; polling $POLL_ROUNDS) and $STREAMS open streams" >&2
+    "$BENCH" --server "127.0.0.1:$port" --domain "$DOMAIN" --label "$label" --push "$PUSH_N" \
+      --poll-rounds "$POLL_ROUNDS" | tee "$OUT/$label-push.jsonl" >/dev/null
+    "$BENCH" --server "127.0.0.1:$port" --domain "$DOMAIN" --label "$label" --streams "$STREAMS" \
+      --server-pid "$pid" | tee "$OUT/$label-streams.jsonl" >/dev/null
+    phase "$label-push"
+  fi
   printf '{"label":"%s","mode":"rss","idle_kb":%s,"hwm_kb":%s,"after_load_kb":%s,"processes":%s}\n' \
     "$label" "$idle" "$(mem_kb "$pid" VmHWM)" "$(mem_kb "$pid" VmRSS)" "$procs" >"$OUT/$label-rss.json"
   stop_servers
@@ -195,6 +213,9 @@ for d in alpha:$pa beta:$pb; do
 done
 run_e2e atp "$pa" "$pb" "$E2E_LEVELS" "$E2E_DURATION" 60
 e2e_rss atp
+echo "== atp: push delivery across the two servers ($PUSH_N messages; polling $POLL_ROUNDS)" >&2
+"$BENCH" --server "127.0.0.1:$pa" --domain alpha.bench --to push@beta.bench --to-server "127.0.0.1:$pb" \
+  --label atp --push "$PUSH_N" --poll-rounds "$POLL_ROUNDS" | tee -a "$OUT/atp-push.jsonl" >/dev/null
 stop_servers
 phase atp-e2e
 
@@ -253,7 +274,7 @@ BENCH_META_KERNEL=$(uname -srm)
 BENCH_META_ATP="$("$ATP" --version) ($(git describe --always --dirty 2>/dev/null || echo '?'))"
 BENCH_META_REF=$ref_version
 BENCH_META_SETTINGS="DURATION=$DURATION WARMUP=$WARMUP LEVELS=$LEVELS E2E_LEVELS=$E2E_LEVELS E2E_DURATION=$E2E_DURATION \
-REF_E2E_DURATION=${REF_E2E_DURATION:-5} RECV_N=$RECV_N REF_RECV_N=$REF_RECV_N RECV_PAGE=$RECV_PAGE \
+REF_E2E_DURATION=${REF_E2E_DURATION:-5} PUSH_N=$PUSH_N POLL_ROUNDS=$POLL_ROUNDS STREAMS=$STREAMS RECV_N=$RECV_N REF_RECV_N=$REF_RECV_N RECV_PAGE=$RECV_PAGE \
 STARTUP_RUNS=$STARTUP_RUNS IDLE_SECONDS=$IDLE_SECONDS${CRITERION_ARGS:+ CRITERION_ARGS='$CRITERION_ARGS'}\
 ${SKIP_REFERENCE:+ SKIP_REFERENCE=1}${SKIP_CRITERION:+ SKIP_CRITERION=1}"
 BENCH_META_TOTAL=$(($(date +%s) - run_start))

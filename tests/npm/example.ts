@@ -2,6 +2,7 @@
 // server: `node out/example.js <server>` (tests/npm/run.sh does both).
 import init, {
   AtpClient,
+  AtpSubscription,
   AtpError,
   dnsRecords,
   evaluateAts,
@@ -36,6 +37,15 @@ async function main(server: string): Promise<void> {
   assert(inbox.length === 1 && inbox[0].nonce === sent.nonce, 'bob got the message');
   assert((inbox[0].payload as { body: string }).body === 'hello from TypeScript', 'payload');
   const cursor: number = bob.cursor;
+
+  // Push: the inbox as an async iterator (backlog, then live), and acknowledgement.
+  const sub: AtpSubscription = bob.subscribe({ after: 0 });
+  for await (const m of sub) {
+    assert(m.nonce === sent.nonce, 'subscribe yields the message');
+    break;
+  }
+  const removed: number = await bob.ack({ upTo: sub.lastId });
+  assert(removed === 1, 'ack removed it');
 
   try {
     await alice.send('nobody', { body: 'x' });

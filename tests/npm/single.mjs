@@ -78,6 +78,68 @@ eq(direct.status, 202, 'a raw submission');
 const raw = await bob.recvRaw();
 ok(raw.length === 1 && raw[0].includes('"n":12345678901234567890') && raw[0].includes('1e-05'), 'recvRaw keeps the digits');
 
+// --- push: subscribe (backlog, then live; resumes by itself), ack (docs/protocol.md §6.5) --------
+{
+  const carol = new AtpClient({ agentId: 'carol', password: 'carol-pw', server: server.url });
+  await carol.register();
+  const backlog = [];
+  for (const body of ['one', 'two', 'three']) backlog.push((await alice.send('carol', { body })).nonce);
+  // A fetch that cuts the first stream right after its first event: the subscription must resume
+  // with Last-Event-ID and hand out every message exactly once.
+  let opens = 0;
+  const cutting = async (url, init) => {
+    const resp = await fetch(url, init);
+    if (!url.includes('/messages/stream') || opens++ > 0) return resp;
+    const reader = resp.body.getReader();
+    let text = '';
+    let cut = false;
+    const body = new ReadableStream({
+      async pull(c) {
+        if (cut) {
+          await reader.cancel();
+          return c.close();
+        }
+        const { done, value } = await reader.read();
+        if (done) return c.close();
+        const chunk = new TextDecoder().decode(value);
+        text += chunk;
+        const at = text.indexOf('event: message');
+        const end = at < 0 ? -1 : text.indexOf('\n\n', at);
+        if (end < 0) return c.enqueue(value);
+        // Forward up to the end of the first event only, then end the stream.
+        c.enqueue(new TextEncoder().encode(chunk.slice(0, end + 2 - (text.length - chunk.length))));
+        cut = true;
+      },
+    });
+    return new Response(body, { status: resp.status, headers: resp.headers });
+  };
+  const resuming = new AtpClient({ agentId: 'carol', password: 'carol-pw', server: server.url, fetch: cutting });
+  const sub = resuming.subscribe();
+  const seen = [];
+  for await (const msg of sub) {
+    seen.push(msg.nonce);
+    if (seen.length === 3) break;
+  }
+  eq(seen, backlog, 'subscribe: the backlog, each once, across a dropped connection');
+  eq(opens, 2, 'it reconnected by itself');
+  ok(sub.lastId > 0 && resuming.cursor === sub.lastId, 'the cursor follows the messages');
+  // Live: a message sent while waiting.
+  const live = resuming.subscribe();
+  const next = live.next();
+  await sleep(300);
+  const fresh = await alice.send('carol', { body: 'live' });
+  eq((await next).value.nonce, fresh.nonce, 'subscribe: a live message');
+  eq(await live.return(), { value: undefined, done: true }, 'return() closes it');
+  // ack: the acknowledged messages are gone; another agent's id is refused.
+  eq(await carol.ack({ upTo: sub.lastId }), 3, 'ack upTo');
+  eq((await carol.recv({ after: 0 })).map((x) => x.nonce), [fresh.nonce], 'only the live one is left');
+  const notMine = await rejects(carol.ack({ ids: [999999] }), 'ack of an id that is not carol\'s');
+  eq([notMine.status, notMine.code], [404, '550 5.1.0'], 'ack: not yours');
+  const noAuth = await rejects(new AtpClient({ agentId: 'carol', password: 'wrong', server: server.url }).subscribe().next(),
+    'subscribe with a wrong password');
+  eq([noAuth.status, noAuth.code], [401, '535 5.7.8'], 'subscribe: 401');
+}
+
 // Errors.
 const wrong = new AtpClient({ agentId: 'alice', password: 'nope', server: server.url });
 const e401 = await rejects(wrong.send('bob', { body: 'x' }), 'wrong password');

@@ -7,7 +7,8 @@
 //
 //   alice (alpha.test, desktop) registers, sends to bob@beta.test and to herself;
 //   bob (beta.test, phone-sized, page from alpha's origin: CORS via --cors-origin) sees the
-//   message arrive by polling, opens it, verifies its signature over DoH and with a typed key;
+//   message arrive on the live inbox stream, opens it, verifies its signature over DoH and with a
+//   typed key, and deletes it (acknowledged: gone from the server);
 //   alice's own mail shows "not signed (local delivery)"; a wrong password and an unreachable
 //   server show their errors; the DNS tools generate a key with records and check alpha.test.
 // alpha.test runs an installed binary ($ATP_INSTALLED_BIN: `cargo install --path atp-native`, copied
@@ -259,7 +260,7 @@ try {
   ok((await a.textContent('#verify-status')).includes('Not signed (local delivery)'), 'local mail: not signed (local delivery)');
   await shot(a, '06-alice-local-message');
 
-  // bob sees it arrive by polling, opens it with the keyboard, and it verifies
+  // bob sees it arrive on the stream, opens it with the keyboard, and it verifies
   await b.waitForSelector('#inbox-list a.msg.unread', { timeout: 40_000 });
   ok((await b.textContent('#inbox-list')).includes('alice@alpha.test'), 'the message arrived in bob\'s inbox by itself');
   ok((await b.textContent('#unread-count')) === '1', 'one unread');
@@ -286,6 +287,19 @@ try {
   await b.press('#verify-key', 'Enter');
   await b.waitForSelector('#verify-status.ok');
   ok((await b.textContent('#verify-status')).includes('Valid signature for the key you entered'), 'the right typed key verifies');
+
+  // the inbox is live on the stream; delete acknowledges the message: gone from the server too
+  ok((await b.textContent('#poll-status')).includes('Live'), 'bob\'s inbox is live on the stream');
+  await b.click('#msg-delete');
+  await b.waitForSelector('#view-inbox:not([hidden])');
+  await b.waitForSelector('#inbox-empty:not([hidden])');
+  ok((await b.locator('#inbox-list a.msg').count()) === 0, 'the deleted message left the inbox');
+  // (the page's context: it accepts beta's self-signed certificate)
+  const left = await (await b.request.get(`${betaUrl}/.well-known/atp/v1/messages`, {
+    headers: { authorization: 'Basic ' + Buffer.from('bob@beta.test:pw-bob').toString('base64') },
+  })).json();
+  ok(left.count === 0, `the server removed it (GET messages: ${JSON.stringify(left)})`);
+  await shot(b, '09b-bob-deleted-phone');
 
   // wrong password, unreachable server
   const c = await newPage(desktop, 'wrong');

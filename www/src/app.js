@@ -1,4 +1,5 @@
-// The ATP browser app: sign in as an agent, read the inbox (polled with the client's cursor),
+// The ATP browser app: sign in as an agent, read the inbox (live on the server's stream, polled
+// where there is none) and delete read mail,
 // compose and send, open a message and verify its signature in the browser (the sender domain's
 // ATK key fetched over DNS over HTTPS), and DNS tools (generate a domain key and its records, check
 // a domain's records). Everything ATP is done by the atp-wasm package (./atp-wasm/web.js).
@@ -141,18 +142,17 @@ async function signIn(register) {
   try {
     const client = new AtpClient({ server, agentId: agent, password });
     if (register) await client.register();
-    const first = await client.recvRaw({ limit: 500 }); // checks the password, and the first page of mail
+    await client.recvRaw({ limit: 1 }); // checks the password
+    client.cursor = 0; // the live stream brings the whole inbox, with each message's id
     session = { client, server, agentId: client.agentId, messages: [], stopped: false };
     try {
       localStorage.setItem('atp.last', JSON.stringify({ server, agent }));
     } catch {}
     $('si-password').value = '';
     $('who').textContent = client.agentId;
-    addMessages(first);
-    if (first.length === 500) await pollOnce();
     location.hash = '#/inbox';
     route();
-    schedulePoll();
+    live();
   } catch (e) {
     showAlert(errBox, describeError(e, { server, action: register ? 'register' : 'signin' }));
     (e instanceof AtpError && e.status === 401 ? $('si-password') : $('si-server')).focus();
@@ -166,6 +166,7 @@ function signOut() {
   if (session) {
     session.stopped = true;
     clearTimeout(session.timer);
+    if (session.sub) session.sub.return().catch(() => {});
     try {
       session.client.free();
     } catch {}
@@ -177,7 +178,8 @@ function signOut() {
 }
 
 // ---- inbox ----
-function addMessages(raws) {
+// `id`: the inbox id of the (one) message, known on the live stream; it makes the message deletable.
+function addMessages(raws, id) {
   for (const raw of raws) {
     let msg;
     try {
@@ -185,7 +187,7 @@ function addMessages(raws) {
     } catch {
       msg = { from: '?', payload: { body: raw } };
     }
-    session.messages.push({ raw, msg, read: false });
+    session.messages.push({ raw, msg, read: false, id, deleted: false });
   }
   if (raws.length) {
     renderInbox();
@@ -200,6 +202,53 @@ async function pollOnce() {
     if (s !== session) return;
     addMessages(raws);
     if (raws.length < 500) return;
+  }
+}
+
+// The inbox live on the server's stream (docs/protocol.md §6.5): the backlog, then each message as
+// it is stored; the client reconnects by itself. A server without a stream (the reference, the
+// Workers relay for now) is polled every pollSeconds instead.
+async function live() {
+  const s = session;
+  const sub = s.client.subscribe({ raw: true });
+  s.sub = sub;
+  $('poll-status').textContent = 'Live: new mail appears as it arrives.';
+  try {
+    for await (const raw of sub) {
+      if (s !== session) return;
+      addMessages([raw], sub.lastId);
+    }
+  } catch (e) {
+    if (s !== session) return;
+    if (e instanceof AtpError && (e.status === 404 || e.status === 501)) {
+      $('poll-status').textContent = `This server has no live stream: checking every ${settings.pollSeconds} s.`;
+      await pollOnce().catch(() => {});
+      schedulePoll();
+      return;
+    }
+    const err = describeError(e, { server: s.server });
+    showAlert($('poll-error'), { text: `The live inbox stopped: ${err.text}`, node: err.node });
+    if (e instanceof AtpError && e.status === 401) $('poll-error').append(' Sign out and sign in again.');
+  }
+}
+
+// Deletes the message shown: acknowledged on the server, which removes it (docs/protocol.md §6.5).
+async function deleteCurrent() {
+  const m = current;
+  if (!m || m.id === undefined) return;
+  const box = $('msg-delete-error');
+  box.hidden = true;
+  $('msg-delete').disabled = true;
+  try {
+    await session.client.ack({ ids: [m.id] });
+    m.deleted = true;
+    renderInbox();
+    updateUnread();
+    location.hash = '#/inbox';
+  } catch (e) {
+    showAlert(box, describeError(e, { server: session.server }));
+  } finally {
+    $('msg-delete').disabled = false;
   }
 }
 
@@ -242,7 +291,7 @@ const shortTime = (ts) => {
 function renderInbox() {
   if (!session) return;
   const list = $('inbox-list');
-  const items = session.messages.map((m, i) => [m, i]).reverse();
+  const items = session.messages.map((m, i) => [m, i]).filter(([m]) => !m.deleted).reverse();
   $('inbox-empty').hidden = items.length > 0;
   list.replaceChildren(
     ...items.map(([m, i]) => {
@@ -259,7 +308,7 @@ function renderInbox() {
 }
 
 function updateUnread() {
-  const n = session ? session.messages.filter((m) => !m.read).length : 0;
+  const n = session ? session.messages.filter((m) => !m.read && !m.deleted).length : 0;
   const c = $('unread-count');
   c.hidden = n === 0;
   c.textContent = String(n);
@@ -308,7 +357,9 @@ async function send() {
 let current = null;
 function showMessage(i) {
   const m = session && session.messages[i];
-  if (!m) {
+  $('msg-delete').hidden = !m || m.deleted || m.id === undefined;
+  $('msg-delete-error').hidden = true;
+  if (!m || m.deleted) {
     $('msg-title').textContent = 'No such message';
     $('msg-fields').replaceChildren();
     $('verify-status').replaceChildren();
@@ -548,6 +599,7 @@ async function main() {
     }
   });
   $('verify-doh').addEventListener('click', verifyDoh);
+  $('msg-delete').addEventListener('click', deleteCurrent);
   $('verify-key-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     verifyWithKey();

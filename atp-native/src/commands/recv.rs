@@ -7,13 +7,21 @@
 //! The cursor advances only after the messages were printed.
 //!
 //! `--wait SECS` polls until a message arrives or SECS pass (then prints the empty result and
-//! exits 0); `--follow` prints new messages until interrupted. The pages are read by the core
-//! client ([`atp_wasm::client::Client::recv`], which keeps the cursor of one run).
+//! exits 0); `--follow` prints new messages until interrupted: on the inbox stream
+//! (`GET messages/stream`, docs/protocol.md §6.5), reconnecting by itself with `Last-Event-ID`
+//! after the last message printed, or by polling a server without streams (the reference,
+//! atp-worker for now: 404 / 501). `--ack` acknowledges what was printed (`POST messages/ack`),
+//! so the server removes it. The pages are read by the core client
+//! ([`atp_wasm::client::Client::recv`], which keeps the cursor of one run), the stream's events
+//! by the core's [`Subscription`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use atp_wasm::client::RecvOptions;
+use atp_wasm::http::HttpResponse;
+use atp_wasm::relay::store::Ack;
+use atp_wasm::sse::Subscription;
 use serde_json::{Map, Value};
 
 use super::{default_agent, home, password, print_json, print_line, CmdError};
@@ -90,6 +98,9 @@ pub async fn recv(a: RecvArgs) -> Result<(), CmdError> {
     let cursors = Cursors::new(&home);
     let server = conn.client.server().base();
     conn.client.set_cursor(if a.all { 0 } else { cursors.get(&server, &id)? });
+    if a.follow && follow(&conn, &cursors, (&server, &id), a.output, a.ack).await? == Followed::NoStream {
+        eprintln!("note: {} has no inbox stream; polling every {POLL_MS} ms", conn.label());
+    }
     let wait_ms = a.wait.filter(|_| !a.follow).map(|s| u32::try_from(s.saturating_mul(1000)).unwrap_or(u32::MAX));
     let opts = RecvOptions { limit: Some(a.limit), after: None, wait_ms, poll_ms: Some(POLL_MS) };
     loop {
@@ -107,6 +118,9 @@ pub async fn recv(a: RecvArgs) -> Result<(), CmdError> {
         }
         if !messages.is_empty() {
             cursors.advance(&server, &id, conn.client.cursor())?;
+            if a.ack {
+                conn.check(conn.client.ack(&Ack::UpTo(conn.client.cursor())).await)?;
+            }
         }
         if !a.follow {
             return Ok(());
@@ -114,6 +128,82 @@ pub async fn recv(a: RecvArgs) -> Result<(), CmdError> {
         if messages.len() < a.limit as usize {
             tokio::time::sleep(Duration::from_millis(POLL_MS.into())).await;
         }
+    }
+}
+
+/// How a `--follow` on the stream ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Followed {
+    /// The server has no stream route (404) or does not implement it (501): poll instead.
+    NoStream,
+}
+
+/// `--follow` on the inbox stream: prints each message as its event arrives, moves the saved
+/// cursor (and with `--ack` acknowledges) after printing, and reconnects after a dropped
+/// connection with `Last-Event-ID` = the last message printed, so nothing is missed or printed
+/// twice. Returns only when the server has no stream; any other refusal is an error.
+async fn follow(
+    conn: &Connection,
+    cursors: &Cursors,
+    (server, id): (&str, &str),
+    output: Output,
+    ack: bool,
+) -> Result<Followed, CmdError> {
+    let mut sub = Subscription::new(conn.client.cursor());
+    let mut failures = 0u32;
+    loop {
+        let req = conn.check(conn.client.stream_request(sub.last_id()).await)?;
+        let mut resp = match conn.client.io().open(req).await {
+            Ok(r) => r,
+            Err(f) => {
+                // Unreachable for now: keep trying, a little slower each time (at most 30 s).
+                failures = failures.saturating_add(1);
+                eprintln!("warning: {}: {}; reconnecting", conn.label(), f.message);
+                tokio::time::sleep(Duration::from_secs(u64::from(failures.min(30)))).await;
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            if status == 404 || status == 501 {
+                return Ok(Followed::NoStream);
+            }
+            let r = HttpResponse { status, content_type, body };
+            return Ok(conn.check(Err(atp_wasm::client::ClientError::from_response(&r)))?);
+        }
+        sub.reconnecting();
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                // The server closed the stream or the connection dropped: resume.
+                Ok(None) | Err(_) => break,
+            };
+            failures = 0;
+            let events = sub.push(&chunk).map_err(|e| ClientError::BadResponse {
+                server: conn.label().to_owned(),
+                status: 200,
+                reason: e.to_string(),
+            })?;
+            for e in &events {
+                match output {
+                    Output::Json => print_line(&e.json)?,
+                    Output::Text => {
+                        let m: Value = serde_json::from_str(&e.json).unwrap_or(Value::Null);
+                        print_line(&text_line(&m))?
+                    }
+                }
+            }
+            if let Some(last) = events.last() {
+                cursors.advance(server, id, last.id)?;
+                if ack {
+                    conn.check(conn.client.ack(&Ack::UpTo(last.id)).await)?;
+                }
+            }
+        }
+        let wait = sub.retry_ms().unwrap_or(2000).clamp(100, 30_000);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 }
 

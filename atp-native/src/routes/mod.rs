@@ -3,7 +3,8 @@
 //! anything else, the client's address from the TCP peer — and goes to the core's
 //! [`atp_wasm::relay::Relay`], which owns every route, its authentication and its answer. What
 //! stays here is native only: the web app at `/` and CORS ([`web`]), HTTP metrics, waking the
-//! delivery engine.
+//! delivery engine, and streaming an accepted `GET messages/stream` body chunk by chunk
+//! ([`event_stream`]).
 
 pub mod web;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use atp_wasm::env::SystemClock;
+use atp_wasm::relay::stream::{InboxStream, InboxWatch, StreamOpen};
 use atp_wasm::relay::{api, ApiRequest, Relay, RelayConfig, RelayState};
 use atp_wasm::ErrorCode;
 use axum::body::{Body, Bytes};
@@ -27,6 +29,7 @@ use crate::error::{into_response, reject, ApiError};
 use crate::hasher::NativeHasher;
 use crate::metrics::Metrics;
 use crate::resolver::ServerResolver;
+use crate::store::watch::InboxHub;
 use crate::store::Backend;
 
 /// Everything a request needs.
@@ -52,7 +55,7 @@ pub struct AppState {
 
 impl AppState {
     /// The core's relay over this server's store, resolver, hasher and clock.
-    pub fn relay(&self) -> Relay<'_, Backend, ServerResolver, NativeHasher, SystemClock> {
+    pub fn relay(&self) -> Relay<'_, Backend, ServerResolver, NativeHasher, SystemClock, InboxHub> {
         Relay {
             cfg: &self.relay,
             state: &self.relay_state,
@@ -60,6 +63,7 @@ impl AppState {
             resolver: &self.resolver,
             hasher: &self.hasher,
             clock: &SystemClock,
+            inbox: self.store.hub(),
         }
     }
 }
@@ -125,7 +129,26 @@ async fn relay(State(st): Shared, ConnectInfo(peer): ConnectInfo<SocketAddr>, re
     if *route == api::METRICS && handled.response.status == 200 {
         handled.response.body.extend_from_slice(st.metrics.prometheus().as_bytes());
     }
-    into_response(handled)
+    let stream = handled.stream.take();
+    let mut resp = into_response(handled);
+    if let Some(open) = stream {
+        *resp.body_mut() = event_stream(st, open);
+    }
+    resp
+}
+
+/// The body of an accepted inbox stream (docs/protocol.md §6.5): the core's [`InboxStream`],
+/// woken by the store's [`InboxHub`], each chunk sent as soon as it is made (no buffering: hyper
+/// writes a frame when the body yields it). The watcher is registered here, before the stream's
+/// first read; the stream ends when the client goes away (the body is dropped, and with it the
+/// watcher and the agent's stream place) or the store fails.
+pub fn event_stream(st: Arc<AppState>, open: StreamOpen) -> Body {
+    let watcher = st.store.hub().watch(&open.agent);
+    let stream = InboxStream::new(open, watcher, st.relay.pages);
+    Body::from_stream(futures_util::stream::unfold((st, stream), |(st, mut stream)| async move {
+        let chunk = stream.next(&st.store).await?;
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), (st, stream)))
+    }))
 }
 
 /// Counts every response (status, latency).

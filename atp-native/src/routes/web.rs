@@ -212,7 +212,7 @@ impl Cors {
 }
 
 const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
-const ALLOW_HEADERS: &str = "authorization, content-type";
+const ALLOW_HEADERS: &str = "authorization, content-type, last-event-id";
 
 /// CORS for the API paths: preflights answered here, the allowed origin echoed on responses.
 pub async fn cors(State(st): Shared, req: Request, next: Next) -> Response {

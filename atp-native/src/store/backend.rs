@@ -8,10 +8,13 @@ use std::str::FromStr;
 
 use atp_wasm::delivery::Backoff;
 use atp_wasm::env::{ContentHash, DedupStore, StoreError};
-use atp_wasm::relay::store::{AgentStore, InboxRow, MessageInfo, MessageStore, NewMessage, QueueCounts, Stored, Usage};
+use atp_wasm::relay::store::{
+    Ack, AgentStore, InboxRow, MessageInfo, MessageStore, NewMessage, QueueCounts, Stored, Usage,
+};
 
 use super::postgres::{PgError, PgStore};
 use super::queue::{Claimed, QueueOp};
+use super::watch::InboxHub;
 use super::{DbError, Store};
 
 /// Where a domain's data lives.
@@ -165,6 +168,15 @@ impl Backend {
         each!(self, s => s.counts().await)
     }
 
+    /// Wakes this node's inbox streams when an inbox row commits (docs/design.md §5c): on SQLite
+    /// the store's own commits; on PostgreSQL every node's, announced by `NOTIFY atp_inbox`.
+    pub fn hub(&self) -> &InboxHub {
+        match self {
+            Backend::Sqlite(s) => s.hub(),
+            Backend::Postgres(s) => s.hub(),
+        }
+    }
+
     /// Commits what is pending and closes the store.
     pub async fn close(&self) {
         match self {
@@ -222,6 +234,18 @@ impl MessageStore for Backend {
     }
     async fn usage(&self, agent: &str) -> Result<Usage, StoreError> {
         each!(self, s => s.usage(agent).await)
+    }
+    async fn ack(&self, agent: &str, ack: &Ack) -> Result<u64, StoreError> {
+        match self {
+            Backend::Sqlite(s) => MessageStore::ack(s, agent, ack).await,
+            Backend::Postgres(s) => s.ack(agent, ack).await,
+        }
+    }
+    async fn expire(&self, before: i64) -> Result<u64, StoreError> {
+        match self {
+            Backend::Sqlite(s) => MessageStore::expire(s, before).await,
+            Backend::Postgres(s) => s.expire(before).await,
+        }
     }
 }
 

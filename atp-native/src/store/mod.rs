@@ -11,6 +11,7 @@ pub mod backend;
 pub mod postgres;
 pub mod queue;
 pub mod schema;
+pub mod watch;
 pub mod writer;
 
 pub use backend::{Backend, DatabaseUrl};
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use atp_wasm::env::{ContentHash, DedupStore, StoreError, StoreFault};
-use atp_wasm::relay::store::{AgentStore, MessageStore};
+use atp_wasm::relay::store::{Ack, AgentStore, MessageStore};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
@@ -34,6 +35,8 @@ const READERS: usize = 4;
 const KNOWN_AGENTS_MAX: usize = 100_000;
 /// Most agents whose inbox usage is kept in memory.
 const USAGE_CACHE_MAX: usize = 100_000;
+/// Most rows one retention write removes (a long expiry does not hold the writer for long).
+const EXPIRE_BATCH: usize = 10_000;
 
 /// Why the database could not do something. Callers answer 503 (retry later), never 500.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +166,8 @@ pub struct Store {
     /// a submission costs no database read.
     usage: Arc<Mutex<std::collections::HashMap<String, Usage>>>,
     path: PathBuf,
+    /// Wakes inbox streams when a row is committed to their inbox ([`watch`]).
+    hub: watch::InboxHub,
     /// Held (locked) while the store is open: one process per database.
     _lock: Arc<std::fs::File>,
 }
@@ -196,6 +201,7 @@ impl Store {
             known_agents: Arc::default(),
             usage: Arc::default(),
             path: path.to_owned(),
+            hub: watch::InboxHub::default(),
             _lock: Arc::new(lock),
         })
     }
@@ -239,11 +245,44 @@ impl Store {
                 u.messages += 1;
                 u.bytes += bytes;
             }
+            self.hub.notify(&to);
         } else if delivered && stored.is_err() {
             // The outcome may be unknown: read the usage again next time.
             self.forget_usage(&to);
         }
         stored
+    }
+
+    /// The in-process notification of new inbox rows, for the relay's streams and long polls.
+    pub fn hub(&self) -> &watch::InboxHub {
+        &self.hub
+    }
+
+    /// Removes the agent's acknowledged inbox messages and frees their quota
+    /// ([`writer::ack`]).
+    pub async fn ack(&self, agent: &str, ack: &Ack) -> Result<u64, DbError> {
+        let (agent, ack) = (agent.to_owned(), ack.clone());
+        let key = agent.clone();
+        let r = self.write(|reply| Write::Ack { agent, ack, reply }).await;
+        self.forget_usage(&key);
+        r
+    }
+
+    /// Removes inbox messages stored before `before`, in batches of [`EXPIRE_BATCH`]; returns how
+    /// many.
+    pub async fn expire(&self, before: i64) -> Result<u64, DbError> {
+        let mut total = 0;
+        loop {
+            let r = self.write(|reply| Write::Expire { before, limit: EXPIRE_BATCH, reply }).await;
+            if let Ok(mut c) = self.usage.lock() {
+                c.clear();
+            }
+            let n = r?;
+            total += n;
+            if n < EXPIRE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     fn forget_usage(&self, agent: &str) {
@@ -254,11 +293,20 @@ impl Store {
 
     /// Applies a transition of the outbound queue ([`queue`]); returns the rows it changed.
     pub async fn queue(&self, op: QueueOp) -> Result<usize, DbError> {
-        if let QueueOp::Bounce { notice, .. } = &op {
-            // A bounce notice lands in the sender's inbox: read its usage again next time.
-            self.forget_usage(&notice.to_id);
+        let notice_to = match &op {
+            QueueOp::Bounce { notice, .. } => Some(notice.to_id.clone()),
+            _ => None,
+        };
+        let result = self.write(|reply| Write::Queue(op, reply)).await;
+        if let Some(to) = notice_to {
+            // A bounce notice lands in the sender's inbox: read its usage again next time, and
+            // wake the sender's streams.
+            self.forget_usage(&to);
+            if matches!(result, Ok(QueueResult::Changed(1))) {
+                self.hub.notify(&to);
+            }
         }
-        match self.write(|reply| Write::Queue(op, reply)).await? {
+        match result? {
             QueueResult::Changed(n) => Ok(n),
             QueueResult::Claimed(rows) => Ok(rows.len()),
         }
@@ -516,6 +564,12 @@ impl MessageStore for Store {
     async fn usage(&self, agent: &str) -> Result<Usage, StoreError> {
         Ok(Store::usage(self, agent).await?)
     }
+    async fn ack(&self, agent: &str, ack: &Ack) -> Result<u64, StoreError> {
+        Ok(Store::ack(self, agent, ack).await?)
+    }
+    async fn expire(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(Store::expire(self, before).await?)
+    }
 }
 
 #[cfg(test)]
@@ -558,6 +612,47 @@ pub(crate) mod tests {
         drop(store);
         let again = Store::open(&dir.path().join("a.test.db")).unwrap();
         assert_eq!(again.usage("u@a.test").await.unwrap(), want);
+    }
+
+    /// Acknowledgement and expiry remove inbox rows only — the agent's own, never another's, never
+    /// outbound rows — free their quota in the same transaction, and wake nobody.
+    #[tokio::test]
+    async fn ack_and_expire_free_quota() {
+        use atp_wasm::relay::stream::{InboxWatch, InboxWatcher};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.test.db")).unwrap();
+        let mut watcher = store.hub().watch("u@a.test");
+        let mut ids = Vec::new();
+        for (i, to) in ["u@a.test", "u@a.test", "v@a.test", "u@a.test"].into_iter().enumerate() {
+            let mut m = msg(&format!("k{i}"), 1, to);
+            m.now = 100 + i as i64;
+            let Stored::New(id) = store.insert_message(m).await.unwrap() else { panic!() };
+            ids.push(id);
+        }
+        assert!(watcher.wait(std::time::Duration::from_secs(30)).await, "a commit to u's inbox wakes u's watcher");
+        let mut queued = msg("out", 1, "z@b.test");
+        queued.status = Status::Queued;
+        queued.now = 1;
+        store.insert_message(queued).await.unwrap();
+        let len = msg("k0", 1, "u@a.test").json.len() as u64;
+        assert_eq!(store.usage("u@a.test").await.unwrap(), Usage { messages: 3, bytes: 3 * len });
+        // v's message (ids[2]) is not u's to remove.
+        assert_eq!(store.ack("u@a.test", &Ack::Ids(vec![ids[0], ids[2]])).await.unwrap(), 1);
+        assert_eq!(store.inbox("v@a.test", 0, 10, usize::MAX).await.unwrap().len(), 1);
+        assert_eq!(store.usage("u@a.test").await.unwrap(), Usage { messages: 2, bytes: 2 * len });
+        assert_eq!(store.ack("u@a.test", &Ack::UpTo(ids[2])).await.unwrap(), 1, "ids[1] only");
+        let left: Vec<i64> = store.inbox("u@a.test", 0, 10, usize::MAX).await.unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(left, [ids[3]]);
+        assert_eq!(store.read_usage("u@a.test").await.unwrap(), Usage { messages: 1, bytes: len }, "on disk too");
+        assert!(store.seen("a.test", "k0").await.unwrap().is_some(), "dedup records stay");
+        // Expiry: v's message (stored at 102) goes, u's (103) stays; the old outbound row stays.
+        assert_eq!(store.expire(103).await.unwrap(), 1);
+        assert!(store.inbox("v@a.test", 0, 10, usize::MAX).await.unwrap().is_empty());
+        assert_eq!(store.read_usage("v@a.test").await.unwrap(), Usage::default());
+        assert_eq!(store.usage("u@a.test").await.unwrap().messages, 1);
+        assert_eq!(store.inspect("out").await.unwrap().unwrap().status, "queued");
+        assert_eq!(store.expire(1000).await.unwrap(), 1);
+        assert_eq!(store.usage("u@a.test").await.unwrap(), Usage::default());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

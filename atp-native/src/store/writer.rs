@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::queue::{self, QueueOp, QueueResult};
-use super::{DbError, Fault, NewMessage, Status, Stored};
+use super::{Ack, DbError, Fault, NewMessage, Status, Stored};
 
 /// Most write requests committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -31,6 +31,18 @@ pub enum Write {
     },
     /// A transition of the outbound queue.
     Queue(QueueOp, oneshot::Sender<Result<QueueResult, DbError>>),
+    /// Removes acknowledged inbox messages ([`remove_inbox_rows`]).
+    Ack {
+        agent: String,
+        ack: Ack,
+        reply: oneshot::Sender<Result<u64, DbError>>,
+    },
+    /// Removes up to `limit` inbox messages stored before `before` (retention).
+    Expire {
+        before: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<u64, DbError>>,
+    },
     /// Commit what came before, then stop (graceful shutdown).
     Close(oneshot::Sender<()>),
     /// Panics inside the batch (tests of the writer's recovery).
@@ -70,6 +82,54 @@ pub fn store_message(tx: &Connection, m: &NewMessage) -> rusqlite::Result<Stored
         .execute(params![m.to_id, m.json.len() as i64])?;
     }
     Ok(Stored::New(id))
+}
+
+/// Removes the inbox rows `select` picks (a `SELECT id FROM messages …` over the parameters
+/// `args`, kept to inbox rows by the caller) and takes them off their agents' `inbox_usage`, in
+/// the caller's transaction; returns how many went (docs/protocol.md §6.5).
+fn remove_inbox_rows(tx: &Connection, select: &str, args: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<u64> {
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS removing(id INTEGER PRIMARY KEY, to_id TEXT NOT NULL, bytes INTEGER NOT NULL);
+         DELETE FROM removing;",
+    )?;
+    tx.prepare_cached(&format!(
+        "INSERT INTO removing SELECT id, to_id, length(CAST(message_json AS BLOB)) FROM messages
+         WHERE id IN ({select})"
+    ))?
+    .execute(args)?;
+    tx.prepare_cached(
+        "UPDATE inbox_usage SET messages = max(0, messages - x.n), bytes = max(0, bytes - x.b)
+         FROM (SELECT to_id, COUNT(*) AS n, SUM(bytes) AS b FROM removing GROUP BY to_id) AS x
+         WHERE inbox_usage.agent_id = x.to_id",
+    )?
+    .execute([])?;
+    let n = tx.prepare_cached("DELETE FROM messages WHERE id IN (SELECT id FROM removing)")?.execute([])?;
+    tx.execute_batch("DELETE FROM removing;")?;
+    Ok(n as u64)
+}
+
+/// Removes the agent's acknowledged inbox messages (never another agent's: the selection is
+/// the agent's inbox, exactly what `GET messages` shows it).
+pub fn ack(tx: &Connection, agent: &str, ack: &Ack) -> rusqlite::Result<u64> {
+    const INBOX: &str = "SELECT id FROM messages WHERE to_id = ?1 AND status = 'delivered'";
+    match ack {
+        Ack::UpTo(max) => remove_inbox_rows(tx, &format!("{INBOX} AND id <= ?2"), &[&agent, max]),
+        Ack::Ids(ids) => {
+            let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+            remove_inbox_rows(tx, &format!("{INBOX} AND id IN (SELECT value FROM json_each(?2))"), &[&agent, &ids])
+        }
+    }
+}
+
+/// Removes at most `limit` inbox messages stored before `before` (`[store] retention_days`).
+/// Inbox rows are the delivered ones without a destination domain (outbound rows keep theirs).
+pub fn expire(tx: &Connection, before: i64, limit: usize) -> rusqlite::Result<u64> {
+    remove_inbox_rows(
+        tx,
+        "SELECT id FROM messages WHERE status = 'delivered' AND dest_domain IS NULL AND created_at < ?1
+         ORDER BY id LIMIT ?2",
+        &[&before, &(limit as i64)],
+    )
 }
 
 /// Runs `f` in a savepoint of `tx`: its changes are kept only if it succeeds.
@@ -188,6 +248,8 @@ fn apply(tx: Option<&mut Transaction>, w: Write) -> Reply {
             reply_with(r, reply)
         }
         Write::Queue(op, reply) => reply_with(run(tx, |t| queue::apply(t, op)), reply),
+        Write::Ack { agent, ack: a, reply } => reply_with(run(tx, |t| ack(t, &agent, &a)), reply),
+        Write::Expire { before, limit, reply } => reply_with(run(tx, |t| expire(t, before, limit)), reply),
         Write::Close(reply) => Box::new(move |_| {
             let _ = reply.send(());
         }),

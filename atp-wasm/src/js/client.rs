@@ -2,16 +2,21 @@
 //! This file only converts between JavaScript values and the core's types; every rule (server
 //! address forms, short-name completion, the recv cursor, error mapping) lives in the core.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
-use js_sys::{Array, Promise};
+use js_sys::{Array, Object, Promise, Reflect};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use super::fetch::FetchIo;
+use super::fetch::{self, FetchIo};
 use super::{atp_error, field, from_json, invalid, opt_function, opt_number, opt_string};
 use crate::client::{Client, ClientError, ErrorKind, RecvOptions, SendOptions, DEFAULT_WAIT_MS};
+use crate::http::Sleep;
+use crate::relay::store::Ack;
+use crate::sse::Subscription;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_CLIENT: &'static str = r#"
@@ -105,6 +110,25 @@ export interface RecvOptions {
   pollInterval?: number;
   /** Start after this inbox row id instead of the client's cursor (the cursor moves there). */
   after?: number;
+}
+/** Which messages `ack` removes: every one up to an inbox id, or these ids. */
+export type AckOptions = { upTo: number } | { ids: number[] };
+/** Where `subscribe` starts. */
+export interface SubscribeOptions {
+  /** After this inbox id (default: the client's cursor). */
+  after?: number;
+  /** Yield each message's JSON text exactly as stored instead of an object (big integers intact). */
+  raw?: boolean;
+}
+/**
+ * The agent's inbox as it arrives: the messages after the cursor, then each new one as soon as the
+ * server stored it (`GET messages/stream`, server-sent events). A dropped connection is resumed by
+ * itself after the last message handed out, so each message comes exactly once. `for await` it;
+ * `break` (or `return()`) closes the connection. `lastId` is the inbox id of the last message.
+ */
+export interface AtpSubscription<T = AtpMessage> extends AsyncIterableIterator<T> {
+  readonly lastId: number;
+  return(): Promise<IteratorResult<T>>;
 }
 /** `GET health`. */
 export interface Health {
@@ -308,6 +332,187 @@ impl AtpClient {
             let texts = c.recv(&opts).await?;
             Ok(texts.iter().map(|t| JsValue::from_str(t)).collect::<Array>().into())
         }))
+    }
+}
+
+#[wasm_bindgen]
+impl AtpClient {
+    /// Removes messages from the agent's inbox on the server (`POST messages/ack`): `{ upTo }` every
+    /// message up to that inbox id, `{ ids }` these → the number removed. Ids that are not the
+    /// agent's reject with status 404 (the agent's own are removed all the same).
+    #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
+    pub fn ack(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "AckOptions")] options: JsValue,
+    ) -> Result<Promise, JsValue> {
+        let ids = field(&options, "ids");
+        let id = |v: f64| (v.is_finite() && v.fract() == 0.0 && v >= 0.0).then_some(v as i64);
+        let ack = match (opt_number(&options, "upTo")?, ids.is_undefined()) {
+            (Some(n), true) => Ack::UpTo(id(n).ok_or_else(|| invalid("upTo must be an inbox id"))?),
+            (None, false) if Array::is_array(&ids) => Ack::Ids(
+                Array::from(&ids)
+                    .iter()
+                    .map(|v| v.as_f64().and_then(id).ok_or_else(|| invalid("ids must be inbox ids")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(invalid("ack takes { upTo: id } or { ids: [id, …] }")),
+        };
+        Ok(self.run(|c| async move { Ok(JsValue::from(c.ack(&ack).await? as f64)) }))
+    }
+
+    /// The agent's inbox as an async iterator of messages: the backlog after the cursor, then live
+    /// (`GET messages/stream`); it reconnects by itself with `Last-Event-ID`. See
+    /// `AtpSubscription`. The client's cursor follows the messages handed out.
+    #[wasm_bindgen(unchecked_return_type = "AtpSubscription")]
+    pub fn subscribe(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "SubscribeOptions")] options: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let after = match opt_number(&options, "after")? {
+            Some(n) if n.is_finite() && n >= 0.0 && n.fract() == 0.0 => n as i64,
+            Some(_) => return Err(invalid("option 'after' must be an inbox id")),
+            None => self.inner.cursor(),
+        };
+        let state = Rc::new(Subscribed {
+            client: self.inner.clone(),
+            sub: RefCell::new(Subscription::new(after)),
+            reader: RefCell::default(),
+            queue: RefCell::default(),
+            closed: Cell::new(false),
+            handed: Cell::new(after),
+            verify_tls: self.verify_tls,
+            raw: field(&options, "raw").as_bool().unwrap_or(false),
+        });
+        let obj = JsValue::from(AtpSubscription { state });
+        // `for await` asks for [Symbol.asyncIterator](): the subscription is its own iterator.
+        let me = obj.clone();
+        let iter = Closure::<dyn Fn() -> JsValue>::new(move || me.clone()).into_js_value();
+        Reflect::set(&obj, &js_sys::Symbol::async_iterator(), &iter)?;
+        Ok(obj)
+    }
+}
+
+/// A live subscription to the agent's inbox (see `AtpClient.subscribe`).
+#[wasm_bindgen]
+pub struct AtpSubscription {
+    state: Rc<Subscribed>,
+}
+
+struct Subscribed {
+    client: Rc<Client<FetchIo>>,
+    sub: RefCell<Subscription>,
+    /// The body reader of the open connection.
+    reader: RefCell<Option<JsValue>>,
+    /// Messages parsed and not yet handed out.
+    queue: RefCell<VecDeque<(i64, String)>>,
+    closed: Cell<bool>,
+    /// The inbox id of the last message handed out.
+    handed: Cell<i64>,
+    verify_tls: bool,
+    raw: bool,
+}
+
+fn iter_result(value: &JsValue, done: bool) -> JsValue {
+    let o = Object::new();
+    let _ = Reflect::set(&o, &JsValue::from_str("value"), value);
+    let _ = Reflect::set(&o, &JsValue::from_str("done"), &JsValue::from_bool(done));
+    o.into()
+}
+
+impl Subscribed {
+    /// The next message; connects (and reconnects after a drop, waiting the server's `retry:`)
+    /// as needed. A refusal of the stream (401, 501 …) rejects.
+    async fn next(&self) -> Result<JsValue, JsValue> {
+        let fail = |e: &ClientError| client_error(e, self.verify_tls);
+        loop {
+            if self.closed.get() {
+                return Ok(iter_result(&JsValue::UNDEFINED, true));
+            }
+            let queued = self.queue.borrow_mut().pop_front();
+            if let Some((id, text)) = queued {
+                self.handed.set(id);
+                if id > self.client.cursor() {
+                    self.client.set_cursor(id);
+                }
+                let value = if self.raw {
+                    JsValue::from_str(&text)
+                } else {
+                    from_json(&text).map_err(|_| fail(&ClientError::protocol(200, "unreadable message")))?
+                };
+                return Ok(iter_result(&value, false));
+            }
+            let reader = self.reader.borrow().clone();
+            let Some(reader) = reader else {
+                let after = self.sub.borrow().last_id();
+                let req = self.client.stream_request(after).await.map_err(|e| fail(&e))?;
+                let opened = match self.client.io().open(req).await {
+                    Ok(o) => o,
+                    Err(_) => {
+                        self.pause().await;
+                        continue;
+                    }
+                };
+                if opened.status != 200 {
+                    let resp = opened.into_response().await.map_err(|e| fail(&ClientError::network(e)))?;
+                    return Err(fail(&ClientError::from_response(&resp)));
+                }
+                let r = opened.reader().await.map_err(|e| fail(&ClientError::network(e)))?;
+                self.sub.borrow_mut().reconnecting();
+                *self.reader.borrow_mut() = Some(r);
+                continue;
+            };
+            match fetch::read_chunk(&reader).await {
+                Ok(Some(bytes)) => {
+                    let events = self
+                        .sub
+                        .borrow_mut()
+                        .push(&bytes)
+                        .map_err(|e| fail(&ClientError::protocol(200, e.to_string())))?;
+                    self.queue.borrow_mut().extend(events.into_iter().map(|e| (e.id, e.json)));
+                }
+                // The stream ended or the connection dropped: resume after the last message.
+                Ok(None) | Err(_) => {
+                    *self.reader.borrow_mut() = None;
+                    self.pause().await;
+                }
+            }
+        }
+    }
+
+    /// Waits the server's reconnection delay (2 s unless it said otherwise).
+    async fn pause(&self) {
+        let ms = self.sub.borrow().retry_ms().unwrap_or(2000).clamp(100, 30_000);
+        self.client.io().sleep(ms as u32).await;
+    }
+}
+
+#[wasm_bindgen]
+impl AtpSubscription {
+    /// The next message (`{ value, done }`).
+    #[wasm_bindgen(unchecked_return_type = "Promise<IteratorResult<AtpMessage>>")]
+    pub fn next(&self) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move { state.next().await })
+    }
+
+    /// Closes the connection; the iteration ends.
+    #[wasm_bindgen(js_name = "return", unchecked_return_type = "Promise<IteratorResult<AtpMessage>>")]
+    pub fn close(&self) -> Promise {
+        let state = self.state.clone();
+        state.closed.set(true);
+        future_to_promise(async move {
+            let reader = state.reader.borrow_mut().take();
+            if let Some(r) = reader {
+                fetch::cancel(&r).await;
+            }
+            Ok(iter_result(&JsValue::UNDEFINED, true))
+        })
+    }
+
+    /// The inbox id of the last message handed out (or the starting point).
+    #[wasm_bindgen(getter, js_name = lastId)]
+    pub fn last_id(&self) -> f64 {
+        self.state.handed.get() as f64
     }
 }
 

@@ -70,8 +70,53 @@ async fn call_method(this: &JsValue, name: &str, args: &[JsValue]) -> Result<JsV
     JsFuture::from(Promise::resolve(&ret)).await
 }
 
-impl HttpTransport for FetchIo {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+/// A response whose body is still to be read (`Response.body`, a `ReadableStream`).
+pub struct Opened {
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// The `Response` object.
+    pub response: JsValue,
+}
+
+impl Opened {
+    /// Reads the whole body (for an error answer).
+    pub async fn into_response(self) -> Result<HttpResponse, HttpError> {
+        let buffer = call_method(&self.response, "arrayBuffer", &[]).await.map_err(|e| HttpError(error_text(&e)))?;
+        Ok(HttpResponse {
+            status: self.status,
+            content_type: self.content_type,
+            body: Uint8Array::new(&buffer).to_vec(),
+        })
+    }
+
+    /// A reader of the body (`response.body.getReader()`).
+    pub async fn reader(&self) -> Result<JsValue, HttpError> {
+        let body = Reflect::get(&self.response, &JsValue::from_str("body")).map_err(|e| HttpError(error_text(&e)))?;
+        if !body.is_object() {
+            return Err(HttpError("this fetch gives no streaming body (Response.body)".into()));
+        }
+        call_method(&body, "getReader", &[]).await.map_err(|e| HttpError(error_text(&e)))
+    }
+}
+
+/// The next chunk of a body reader; `None` at its end.
+pub async fn read_chunk(reader: &JsValue) -> Result<Option<Vec<u8>>, HttpError> {
+    let r = call_method(reader, "read", &[]).await.map_err(|e| HttpError(error_text(&e)))?;
+    if Reflect::get(&r, &JsValue::from_str("done")).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+        return Ok(None);
+    }
+    let value = Reflect::get(&r, &JsValue::from_str("value")).map_err(|e| HttpError(error_text(&e)))?;
+    Ok(Some(Uint8Array::new(&value).to_vec()))
+}
+
+/// Cancels a body reader (the connection is closed).
+pub async fn cancel(reader: &JsValue) {
+    let _ = call_method(reader, "cancel", &[]).await;
+}
+
+impl FetchIo {
+    /// Sends `request`; resolves once the response's head arrived (its body unread).
+    pub async fn open(&self, request: HttpRequest) -> Result<Opened, HttpError> {
         let fetch = self.fetch()?;
         let init = Object::new();
         set(&init, "method", &JsValue::from_str(request.method.as_str()));
@@ -94,8 +139,13 @@ impl HttpTransport for FetchIo {
             }
             _ => None,
         };
-        let buffer = call_method(&resp, "arrayBuffer", &[]).await.map_err(fail)?;
-        Ok(HttpResponse { status, content_type, body: Uint8Array::new(&buffer).to_vec() })
+        Ok(Opened { status, content_type, response: resp })
+    }
+}
+
+impl HttpTransport for FetchIo {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.open(request).await?.into_response().await
     }
 }
 

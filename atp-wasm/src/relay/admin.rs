@@ -7,9 +7,10 @@ use crate::env::{Clock, Resolver};
 use crate::error::{ErrorCode, Rejection};
 use crate::relay::credentials::PasswordHasher;
 use crate::relay::store::{AgentStore, MessageStore};
+use crate::relay::stream::InboxWatch;
 use crate::relay::{Handled, Query, Relay};
 
-impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Relay<'_, S, R, H, C> {
+impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: InboxWatch> Relay<'_, S, R, H, C, W> {
     /// `GET agents` → `{"agents":["a@d",…]}`, registered agents, oldest first.
     pub(super) async fn agents(&self) -> Result<Handled, Rejection> {
         Ok(Handled::json(200, &json!({"agents": self.store.agent_ids().await?})))
@@ -22,6 +23,8 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Rel
         let mut v = self.state.stats.stats_json(self.clock.now(), &self.cfg.domain, &queue, agents);
         if let Some(m) = v.as_object_mut() {
             m.extend(self.store.extra_stats());
+            // Open inbox streams and waiting long polls (docs/protocol.md §6.5).
+            m.insert("streams".into(), json!({"open": self.state.streams.total()}));
         }
         Ok(Handled::json(200, &v))
     }

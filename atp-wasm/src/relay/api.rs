@@ -72,6 +72,11 @@ pub const REGISTER: Route =
     Route { max_body: MAX_SMALL_BODY, ..route("register", Method::Post, "/register", Auth::Registration) };
 /// `GET messages`: the agent's inbox after a cursor.
 pub const MESSAGES: Route = route("messages", Method::Get, "/messages", Auth::Agent);
+/// `GET messages/stream`: the agent's inbox as server-sent events (docs/protocol.md §6.5).
+pub const STREAM: Route = route("messages/stream", Method::Get, "/messages/stream", Auth::Agent);
+/// `POST messages/ack`: removes messages from the agent's inbox (docs/protocol.md §6.5).
+pub const ACK: Route =
+    Route { max_body: MAX_SMALL_BODY, ..route("messages/ack", Method::Post, "/messages/ack", Auth::Agent) };
 /// `GET whoami`: the authenticated agent's id.
 pub const WHOAMI: Route = route("whoami", Method::Get, "/whoami", Auth::Agent);
 /// `GET agents` (admin): registered agents.
@@ -89,7 +94,7 @@ pub const HEALTH: Route = route("health", Method::Get, "/health", Auth::Public);
 
 /// Every route, once.
 pub const ROUTES: &[Route] =
-    &[MESSAGE, REGISTER, MESSAGES, WHOAMI, AGENTS, STATS, INSPECT, METRICS, CAPABILITIES, HEALTH];
+    &[MESSAGE, REGISTER, MESSAGES, STREAM, ACK, WHOAMI, AGENTS, STATS, INSPECT, METRICS, CAPABILITIES, HEALTH];
 
 /// The route of a request: a JSON 404 for a path that is not a route, a 405 for a route called
 /// with another method (`HEAD` is allowed wherever `GET` is).
@@ -151,6 +156,27 @@ pub struct WhoAmI {
     pub agent_id: String,
 }
 
+/// `POST messages/ack` body: exactly one of the two fields (the relay reads it by hand, see
+/// [`super::Relay`]'s `ack`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct AckRequest {
+    /// Every message of the inbox up to and including this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to_id: Option<i64>,
+    /// These messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<i64>>,
+}
+
+/// `POST messages/ack` answer (200).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledged {
+    /// `"acknowledged"`.
+    pub status: String,
+    /// How many messages were removed.
+    pub removed: u64,
+}
+
 /// `GET health` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
@@ -170,6 +196,9 @@ mod tests {
         assert_eq!(find("get", "/.well-known/atp/v1/whoami").unwrap().auth, Auth::Agent);
         assert_eq!(find("HEAD", "/.well-known/atp/v1/health").unwrap().name, "health");
         assert_eq!(find("GET", "/.well-known/atp/v1/messages/").unwrap().name, "messages");
+        assert_eq!(find("GET", "/.well-known/atp/v1/messages/stream").unwrap().name, "messages/stream");
+        assert_eq!(find("POST", "/.well-known/atp/v1/messages/ack").unwrap().auth, Auth::Agent);
+        assert_eq!(find("GET", "/.well-known/atp/v1/messages/ack").unwrap_err().status(), 405);
         assert_eq!(find("GET", "/.well-known/atp/v1/message").unwrap_err().status(), 405);
         assert_eq!(find("GET", "/.well-known/atp/v1/nothing").unwrap_err().status(), 404);
         assert_eq!(find("GET", "/elsewhere").unwrap_err().status(), 404);

@@ -13,9 +13,10 @@ use crate::identity::AgentId;
 use crate::relay::credentials::{secrets_equal, PasswordHasher};
 use crate::relay::request::ApiRequest;
 use crate::relay::store::{AgentStore, MessageStore};
+use crate::relay::stream::InboxWatch;
 use crate::relay::{Registration, Relay};
 
-impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Relay<'_, S, R, H, C> {
+impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: InboxWatch> Relay<'_, S, R, H, C, W> {
     /// Checks `Authorization: Basic base64(agent-id:password)` and returns the agent. `missing`
     /// is the reference's text for an absent credential (it differs between routes).
     pub async fn agent(&self, req: &ApiRequest, missing: &'static str) -> Result<AgentId, Rejection> {

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use crate::env::{ContentHash, DedupStore, StoreError};
 use crate::relay::store::{
-    within_page, AgentStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored, Usage,
+    within_page, Ack, AgentStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored,
+    Usage,
 };
 
 #[derive(Debug, Default)]
@@ -128,6 +129,30 @@ impl MessageStore for MemoryStore {
                 }
             }
             u
+        })
+    }
+
+    async fn ack(&self, agent: &str, ack: &Ack) -> Result<u64, StoreError> {
+        self.with(|i| {
+            let selected = |id: i64, m: &NewMessage, s: &str| {
+                m.to_id == agent
+                    && s == MessageStatus::Delivered.as_str()
+                    && match ack {
+                        Ack::UpTo(n) => id <= *n,
+                        Ack::Ids(ids) => ids.contains(&id),
+                    }
+            };
+            let before = i.messages.len();
+            i.messages.retain(|id, (m, s)| !selected(*id, m, s));
+            (before - i.messages.len()) as u64
+        })
+    }
+
+    async fn expire(&self, before: i64) -> Result<u64, StoreError> {
+        self.with(|i| {
+            let n = i.messages.len();
+            i.messages.retain(|_, (m, s)| !(s == MessageStatus::Delivered.as_str() && m.now < before));
+            (n - i.messages.len()) as u64
         })
     }
 

@@ -18,9 +18,10 @@ use crate::error::{ErrorCode, Rejection};
 use crate::pipeline::{self, Accepted, AtsVerdict, Inbound, Origin};
 use crate::relay::credentials::PasswordHasher;
 use crate::relay::store::{AgentStore, MessageStatus, MessageStore, NewMessage, Stored};
+use crate::relay::stream::InboxWatch;
 use crate::relay::{api, ApiRequest, Handled, Queued, Relay};
 
-impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Relay<'_, S, R, H, C> {
+impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: InboxWatch> Relay<'_, S, R, H, C, W> {
     /// The handler.
     pub(super) async fn post_message(&self, req: &ApiRequest) -> Result<Handled, Rejection> {
         self.state.stats.received.inc();

@@ -15,10 +15,13 @@
 //! | [`store`] | the storage traits |
 //! | [`stats`] | counters, `/stats` JSON, Prometheus text |
 //! | [`message`] | `POST message`: submissions and transfers |
-//! | [`agents`] | `POST register`, `GET messages`, `GET whoami` |
+//! | [`agents`] | `POST register`, `GET messages` (and its long poll), `GET whoami` |
+//! | [`stream`] | push delivery: the waiting trait, SSE framing, stream limits, [`stream::InboxStream`] |
+//! | [`ack`] | `POST messages/ack`, `GET messages/stream` |
 //! | [`memory`] | an in-memory store (tests) |
 //! | [`admin`] | `GET agents`, `stats`, `inspect`, `metrics` |
 
+pub mod ack;
 pub mod admin;
 pub mod agents;
 pub mod api;
@@ -30,6 +33,7 @@ pub mod message;
 pub mod request;
 pub mod stats;
 pub mod store;
+pub mod stream;
 
 use serde_json::json;
 
@@ -41,6 +45,7 @@ use credentials::{CredentialCache, PasswordHasher};
 pub use request::{ApiRequest, Handled, Query, Queued};
 use stats::Stats;
 use store::{AgentStore, MessageStore};
+use stream::{InboxWatch, StreamLimits, StreamSlots};
 
 /// Who may register agents (docs/protocol.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,6 +106,8 @@ pub struct RelayConfig {
     pub registration: Registration,
     pub pages: PageLimits,
     pub quota: Quota,
+    /// Open streams and long polls (docs/protocol.md §6.5).
+    pub streams: StreamLimits,
 }
 
 /// Per-agent inbox quota (docs/design.md §5b): a message that would pass it is refused with a
@@ -131,6 +138,7 @@ impl RelayConfig {
             registration: Registration::Open,
             pages: PageLimits::default(),
             quota: Quota::default(),
+            streams: StreamLimits::default(),
         }
     }
 }
@@ -142,6 +150,8 @@ pub struct RelayState {
     pub stats: Stats,
     pub credentials: CredentialCache,
     pub logins: limits::LoginLimiter,
+    /// Open streams and long polls per agent.
+    pub streams: std::sync::Arc<StreamSlots>,
 }
 
 impl RelayState {
@@ -152,16 +162,18 @@ impl RelayState {
 
 /// The relay for one request (or one invocation): borrowed configuration, state and the home's
 /// implementations of the traits. Cheap to build.
-pub struct Relay<'a, S, R, H, C> {
+pub struct Relay<'a, S, R, H, C, W> {
     pub cfg: &'a RelayConfig,
     pub state: &'a RelayState,
     pub store: &'a S,
     pub resolver: &'a R,
     pub hasher: &'a H,
     pub clock: &'a C,
+    /// Waiting for new mail (push delivery, [`stream`]); [`stream::NoWatch`] where the home cannot.
+    pub inbox: &'a W,
 }
 
-impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Relay<'_, S, R, H, C> {
+impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: InboxWatch> Relay<'_, S, R, H, C, W> {
     /// Answers one request: finds its route ([`api::find`]: JSON 404/405 otherwise), checks who
     /// may call it, runs its handler. Every refusal is counted and answered in the reference's
     /// JSON error shape under its code's status.
@@ -202,6 +214,8 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock> Rel
             api::MESSAGE => self.post_message(req).await,
             api::REGISTER => self.register(req).await,
             api::MESSAGES => self.inbox(&who()?, &req.params()).await,
+            api::STREAM => self.stream(&who()?, req),
+            api::ACK => self.ack(&who()?, req).await,
             api::WHOAMI => Ok(Handled::json(200, &json!(api::WhoAmI { agent_id: who()?.to_string() }))),
             api::AGENTS => self.agents().await,
             api::STATS => self.stats().await,

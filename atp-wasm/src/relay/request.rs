@@ -124,6 +124,9 @@ pub struct Handled {
     pub queued: Option<Queued>,
     /// The nonce of the message a `POST message` was about (for the home's logs).
     pub nonce: Option<String>,
+    /// An accepted `GET messages/stream`: the response's head is ready and the home streams its
+    /// body with a [`crate::relay::stream::InboxStream`].
+    pub stream: Option<crate::relay::stream::StreamOpen>,
 }
 
 /// A message just queued for delivery.
@@ -148,6 +151,7 @@ impl Handled {
             code: None,
             queued: None,
             nonce: None,
+            stream: None,
         }
     }
 

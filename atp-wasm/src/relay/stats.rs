@@ -61,6 +61,8 @@ pub struct Stats {
     pub delivery_failed: Counter,
     /// Messages given up on (a notice went to the sender).
     pub bounced: Counter,
+    /// Inbox messages removed by `POST messages/ack` (docs/protocol.md §6.5).
+    pub acknowledged: Counter,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -114,6 +116,7 @@ impl Stats {
                 "bounced": self.bounced.get(),
                 "queued": self.queued.get(),
                 "duplicates": self.duplicates.get(),
+                "acknowledged": self.acknowledged.get(),
             },
             "security": {
                 "ats_pass": self.ats_pass.get(),
@@ -146,6 +149,7 @@ impl Stats {
         counter("delivery_failures_total", "Transfer attempts that failed temporarily.", self.delivery_failed.get());
         counter("messages_bounced_total", "Messages given up on, with a notice to the sender.", self.bounced.get());
         counter("messages_duplicate_total", "Exact repeats accepted without storing.", self.duplicates.get());
+        counter("messages_acknowledged_total", "Inbox messages removed by acknowledgement.", self.acknowledged.get());
         counter("replay_blocked_total", "Replays and stale timestamps refused.", self.replay_blocked.get());
         counter("agents_registered_total", "Agents registered since start.", self.registered.get());
         counter(

@@ -100,6 +100,15 @@ pub struct Usage {
     pub bytes: u64,
 }
 
+/// Which of an agent's inbox messages an acknowledgement removes (issue 18, docs/protocol.md §6.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    /// Every message of the agent's inbox with an id up to and including this one.
+    UpTo(i64),
+    /// These messages (ids of the agent's inbox; others are left alone).
+    Ids(Vec<i64>),
+}
+
 /// Agents and their password hashes (docs/protocol.md §7).
 #[allow(async_fn_in_trait)]
 pub trait AgentStore {
@@ -137,6 +146,12 @@ pub trait MessageStore: DedupStore {
     async fn queue_counts(&self) -> Result<QueueCounts, StoreError>;
     /// What an agent's inbox holds now, for its quota ([`crate::relay::Quota`]).
     async fn usage(&self, agent: &str) -> Result<Usage, StoreError>;
+    /// Removes the agent's inbox messages selected by `ack` — never another agent's — and frees their
+    /// quota; returns how many were removed. Dedup records stay (a repeat is still answered as one).
+    async fn ack(&self, agent: &str, ack: &Ack) -> Result<u64, StoreError>;
+    /// Removes inbox messages stored before `before` (unix seconds; `[store] retention_days`); returns
+    /// how many.
+    async fn expire(&self, before: i64) -> Result<u64, StoreError>;
     /// Facts of the home for `stats` besides the common ones (e.g. a DNS cache's hit counts).
     fn extra_stats(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()

@@ -31,6 +31,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde_json::json;
 
+mod push;
 mod recv;
 
 #[derive(Parser, Debug)]
@@ -85,6 +86,24 @@ struct Args {
     /// Recv-drain mode: submissions in flight while preloading.
     #[arg(long, default_value_t = 16)]
     preload_concurrency: usize,
+    /// Push mode (docs/protocol.md §6.5): submit → stream event latency over this many messages,
+    /// one at a time (with --to/--to-server: across two servers); then polling beside it.
+    #[arg(long)]
+    push: Option<usize>,
+    /// Push mode: milliseconds between polls of the polling comparison (`atp recv --follow` polled
+    /// every 1000 ms).
+    #[arg(long, default_value_t = 1000)]
+    poll_ms: u64,
+    /// Push mode: messages timed with polling.
+    #[arg(long, default_value_t = 10)]
+    poll_rounds: usize,
+    /// Streams mode: open this many inbox streams and report the server's extra RSS (needs
+    /// --server-pid) and one message's fan-out to all of them.
+    #[arg(long, requires = "server_pid")]
+    streams: Option<usize>,
+    /// The server's process id (streams mode reads its /proc/<pid>/status).
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 /// Accepts any server certificate (the servers under test use self-signed ones).
@@ -447,6 +466,14 @@ async fn main() -> Result<(), Error> {
         printed_errors: AtomicU32::new(0),
         run_id: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
     });
+    if let Some(n) = args.push {
+        println!("{}", push::latency(&args, &base, n).await?);
+        return Ok(());
+    }
+    if let (Some(n), Some(pid)) = (args.streams, args.server_pid) {
+        println!("{}", push::memory(&args, &base, n, pid).await?);
+        return Ok(());
+    }
     if let Some(n) = args.recv {
         let row = recv::run(&args, &base, n).await?;
         println!("{row}");

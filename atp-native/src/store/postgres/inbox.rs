@@ -44,10 +44,31 @@ pub(super) async fn announcer(pool: deadpool_postgres::Pool, mut rx: tokio::sync
     }
 }
 
+/// Wakes this node's inbox streams on every node's announcements, for as long as the store lives:
+/// a listener connection of its own, opened again a second after it breaks (a database restart).
+/// Announcements lost meanwhile cost a stream only latency: it reads its inbox on each heartbeat.
+pub(super) async fn wake_streams(store: PgStore) {
+    let hub = store.hub.clone();
+    loop {
+        match store.listen_inbox().await {
+            Ok(mut listener) => {
+                while let Some(agent) = listener.agents.recv().await {
+                    hub.notify(&agent);
+                }
+                tracing::debug!("inbox announcements: the listener connection ended");
+            }
+            Err(e) => tracing::debug!(error = %e, "inbox announcements: cannot listen"),
+        }
+        if store.pool.is_closed() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// Inbox announcements from every node (`LISTEN atp_inbox` on a connection of its own): the
 /// agent ids whose inboxes got a message. A hint for waking push streams (issue 18), bounded:
 /// when the reader falls behind, announcements are dropped (a woken stream reads the inbox anyway).
-#[cfg_attr(not(test), allow(dead_code))]
 pub struct InboxListener {
     pub agents: tokio::sync::mpsc::Receiver<String>,
     _client: tokio_postgres::Client,
@@ -56,14 +77,7 @@ pub struct InboxListener {
 /// Announcements kept for a slow reader.
 const LISTEN_BUFFER: usize = 1024;
 
-/// Which of an agent's inbox messages an acknowledgement removes. The same shape as the core's
-/// `relay::store::Ack` that issue 18 adds; it replaces this one when both are merged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
-pub enum Ack {
-    UpTo(i64),
-    Ids(Vec<i64>),
-}
+pub use atp_wasm::relay::store::Ack;
 
 /// Inserts a message and its dedup row in one statement (one round trip; atomic on its own, or
 /// part of the caller's transaction). The dedup row decides: a new `(sender domain, nonce)` stores
@@ -126,7 +140,6 @@ pub(super) async fn store_in(c: &impl deadpool_postgres::GenericClient, m: &NewM
 impl PgStore {
     /// Starts listening for inbox announcements ([`InboxListener`]). The connection is this
     /// listener's own (not the pool's); it ends when the listener is dropped or the server goes.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn listen_inbox(&self) -> Result<InboxListener, PgError> {
         let (client, mut conn) = self.config.connect(tokio_postgres::NoTls).await?;
         let (tx, agents) = tokio::sync::mpsc::channel(LISTEN_BUFFER);
@@ -213,7 +226,6 @@ impl PgStore {
     /// Removes the agent's inbox messages selected by `ack` — never another agent's — and frees
     /// their quota; returns how many were removed. Dedup records stay (a repeat is still answered
     /// as one). Issue 18's `MessageStore::ack`.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn ack(&self, agent: &str, ack: &Ack) -> Result<u64, atp_wasm::env::StoreError> {
         let (up_to, ids): (i64, Vec<i64>) = match ack {
             Ack::UpTo(n) => (*n, Vec::new()),
@@ -239,7 +251,6 @@ impl PgStore {
 
     /// Removes inbox messages stored before `before` (unix seconds; `[store] retention_days`) and
     /// frees their quota; returns how many. Issue 18's `MessageStore::expire`.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn expire(&self, before: i64) -> Result<u64, atp_wasm::env::StoreError> {
         let c = self.client().await?;
         let st = c

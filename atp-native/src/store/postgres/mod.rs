@@ -23,7 +23,7 @@ pub mod schema;
 #[cfg(test)]
 mod tests;
 
-#[cfg_attr(not(test), allow(unused_imports))]
+#[cfg(test)]
 pub use inbox::Ack;
 
 use std::collections::HashSet;
@@ -35,6 +35,8 @@ use atp_wasm::relay::store::{MessageInfo, QueueCounts};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
+
+use crate::store::watch::InboxHub;
 
 /// Connections one node keeps at most (docs/design.md §5d: 100 nodes × 16 stay under a server's
 /// `max_connections` only with a pooler in front; see the paper model there).
@@ -107,6 +109,8 @@ pub struct PgStore {
     known_agents: Arc<RwLock<HashSet<String>>>,
     /// Agents whose inbox got a message, for the announcer task ([`inbox::announcer`]).
     announce: tokio::sync::mpsc::Sender<String>,
+    /// This node's inbox streams, woken by every node's announcements ([`inbox::wake_streams`]).
+    hub: InboxHub,
 }
 
 impl PgStore {
@@ -140,14 +144,22 @@ impl PgStore {
         let run: String = run.iter().map(|b| format!("{b:02x}")).collect();
         let (announce, queued) = tokio::sync::mpsc::channel(inbox::ANNOUNCE_QUEUE);
         tokio::spawn(inbox::announcer(pool.clone(), queued));
-        Ok(PgStore {
+        let store = PgStore {
             announce,
             pool,
             config: Arc::new(config),
             owner: format!("{node}/{run}").into(),
             node: node.into(),
             known_agents: Arc::default(),
-        })
+            hub: InboxHub::default(),
+        };
+        tokio::spawn(inbox::wake_streams(store.clone()));
+        Ok(store)
+    }
+
+    /// This node's inbox streams ([`Backend::hub`](crate::store::Backend::hub)).
+    pub fn hub(&self) -> &InboxHub {
+        &self.hub
     }
 
     /// This run's lease owner token.

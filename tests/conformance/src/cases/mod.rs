@@ -3,6 +3,7 @@
 
 use crate::kit::Case;
 
+pub mod push;
 pub mod routes;
 pub mod tls;
 pub mod transfer;
@@ -10,6 +11,7 @@ pub mod transfer;
 /// Every case of the kit.
 pub fn all() -> Vec<Case> {
     let mut v = routes::cases();
+    v.extend(push::cases());
     v.extend(transfer::cases());
     v.extend(tls::cases());
     v.extend(routes::last_cases());
