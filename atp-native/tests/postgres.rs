@@ -208,3 +208,45 @@ async fn store_migrate_moves_a_sqlite_home_to_postgres() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"), "{out:?}");
     drop((s, pg));
 }
+
+/// A message accepted by one node wakes a long poll (and so a stream: the same inbox watch) waiting
+/// on the other node at once: `NOTIFY atp_inbox` reaches every node (docs/design.md §5c, §5d).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_on_one_node_wakes_a_waiter_on_the_other() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.create_db("atp");
+    let one = Server::with(Options::new("a.test").arg("--database").arg(&url));
+    let home2 = tempfile::tempdir().unwrap();
+    copy_keys(&one.home_path(), home2.path());
+    let two = Server::start_in(Options::new("a.test").arg("--database").arg(&url), home2, free_port());
+    register(&one, "alice@a.test", "alice-pw").await;
+    register(&one, "bob@a.test", "bob-pw").await;
+    // bob waits on node two (at most 60 s); the poll holds a stream place while it waits.
+    let poll = tokio::spawn({
+        let url = two.url("messages?agent_id=bob@a.test&after_id=0&wait=60");
+        async move {
+            let started = Instant::now();
+            let r = call(client().get(url).basic_auth("bob@a.test", Some("bob-pw"))).await;
+            (r, started.elapsed())
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stats) = call(client().get(two.url("stats")).bearer_auth(ADMIN)).await;
+        if stats["streams"]["open"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the long poll never started waiting: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = message("alice@a.test", "bob@a.test", "across");
+    let (st, v) = call(client().post(one.url("message")).basic_auth("alice@a.test", Some("alice-pw")).json(&m)).await;
+    assert_eq!(st, 202, "{v}");
+    let ((st, v), waited) = poll.await.unwrap();
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["messages"][0]["nonce"], "across", "{v}");
+    // Without the announcement the poll would have answered only at the end of its 60 s (then
+    // reading the message anyway); woken, it answers at once. 30 s is far beyond any wake-up.
+    assert!(waited < Duration::from_secs(30), "woken by the other node's commit, not by the timeout: {waited:?}");
+    drop((one, two, pg));
+}
