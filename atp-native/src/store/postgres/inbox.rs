@@ -141,7 +141,10 @@ impl PgStore {
     /// Starts listening for inbox announcements ([`InboxListener`]). The connection is this
     /// listener's own (not the pool's); it ends when the listener is dropped or the server goes.
     pub async fn listen_inbox(&self) -> Result<InboxListener, PgError> {
-        let (client, mut conn) = self.config.connect(tokio_postgres::NoTls).await?;
+        // Named apart from the pool's connections (`pg_stat_activity`): one per node, long-lived.
+        let mut config = (*self.config).clone();
+        config.application_name("atp-listen");
+        let (client, mut conn) = config.connect(tokio_postgres::NoTls).await?;
         let (tx, agents) = tokio::sync::mpsc::channel(LISTEN_BUFFER);
         tokio::spawn(async move {
             while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
