@@ -68,11 +68,14 @@ impl Objects for DomainObject {
         init.with_method(Method::Post).with_body(Some(JsValue::from_str(&body)));
         let req = Request::new_with_init("https://store/call", &init).map_err(|e| StoreError::new(e.to_string()))?;
         let mut resp = self.0.fetch_with_request(req).await.map_err(lost)?;
-        let text = resp.text().await.map_err(lost)?;
+        // Bytes and `from_slice`, as the core reads JSON: one instance of serde_json's reader in
+        // the module (docs/design.md §4, the wasm's size).
+        let body = resp.bytes().await.map_err(lost)?;
         if resp.status_code() != 200 {
+            let text = String::from_utf8_lossy(&body);
             return Err(StoreError::new(format!("the domain object refused the call: {text}")));
         }
-        serde_json::from_str(&text).map_err(|e| StoreError::new(format!("unreadable answer of the domain object: {e}")))
+        serde_json::from_slice(&body).map_err(|e| StoreError::new(format!("unreadable answer of the domain object: {e}")))
     }
 }
 
@@ -134,7 +137,7 @@ impl DurableObject for DomainStore {
             Ok(d) => d.clone(),
             Err(e) => return Response::error(e.clone(), 500),
         };
-        let call: Call = match serde_json::from_str(&req.text().await?) {
+        let call: Call = match serde_json::from_slice(&req.bytes().await?) {
             Ok(c) => c,
             Err(e) => return Response::error(format!("not a call: {e}"), 400),
         };

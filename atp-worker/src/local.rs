@@ -28,8 +28,8 @@ impl LocalObject {
 }
 
 fn wire<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> Result<T, StoreError> {
-    let text = serde_json::to_string(v).map_err(|e| StoreError::new(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| StoreError::new(e.to_string()))
+    let text = serde_json::to_vec(v).map_err(|e| StoreError::new(e.to_string()))?;
+    serde_json::from_slice(&text).map_err(|e| StoreError::new(e.to_string()))
 }
 
 impl Objects for Rc<LocalObject> {
