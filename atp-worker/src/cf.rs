@@ -20,10 +20,10 @@ use atp_wasm::{ErrorCode, Rejection};
 use futures_util::future::{select, Either};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::web_sys::{self, RequestRedirect};
 use worker::{
     console_error, console_log, durable_object, event, AbortController, Context, Delay, DurableObject, Env, Fetch,
-    Headers, Method, Request, RequestInit, RequestRedirect, Response, ScheduleContext, ScheduledEvent, SqlStorage,
-    SqlStorageValue, State, Stub,
+    Headers, Request, Response, ScheduleContext, ScheduledEvent, SqlStorage, SqlStorageValue, State, Stub,
 };
 
 use crate::clock::Clock;
@@ -64,9 +64,8 @@ impl Objects for DomainObject {
             ..StoreError::new(format!("the domain object did not answer: {e}"))
         };
         let body = serde_json::to_string(call).map_err(|e| StoreError::new(e.to_string()))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&body)));
-        let req = Request::new_with_init("https://store/call", &init).map_err(|e| StoreError::new(e.to_string()))?;
+        let req = request("https://store/call", "POST", None, Some(&JsValue::from_str(&body)), RequestRedirect::Follow)
+            .map_err(|e| StoreError::new(e.to_string()))?;
         let mut resp = self.0.fetch_with_request(req).await.map_err(lost)?;
         // Bytes and `from_slice`, as the core reads JSON: one instance of serde_json's reader in
         // the module (docs/design.md §4, the wasm's size).
@@ -75,8 +74,33 @@ impl Objects for DomainObject {
             let text = String::from_utf8_lossy(&body);
             return Err(StoreError::new(format!("the domain object refused the call: {text}")));
         }
-        serde_json::from_slice(&body).map_err(|e| StoreError::new(format!("unreadable answer of the domain object: {e}")))
+        serde_json::from_slice(&body)
+            .map_err(|e| StoreError::new(format!("unreadable answer of the domain object: {e}")))
     }
+}
+
+/// A request made with web-sys' `RequestInit`: workers-rs' `RequestInit` would link the
+/// serializer of its `cf` options (image resizing and more, ~4 KB gzipped) although the worker sets
+/// none (docs/design.md §4, the wasm's size).
+fn request(
+    url: &str,
+    method: &str,
+    headers: Option<&Headers>,
+    body: Option<&JsValue>,
+    redirect: RequestRedirect,
+) -> worker::Result<Request> {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_redirect(redirect);
+    if let Some(h) = headers {
+        init.set_headers(h.as_ref());
+    }
+    if let Some(b) = body {
+        init.set_body(b);
+    }
+    web_sys::Request::new_with_str_and_init(url, &init).map(Request::from).map_err(|e| {
+        worker::Error::JsError(e.as_string().unwrap_or_else(|| "invalid URL or options for Request".into()))
+    })
 }
 
 /// `ctx.storage.sql`.
@@ -186,17 +210,13 @@ impl HttpTransport for FetchTransport {
         for (n, v) in &req.headers {
             headers.set(n, v).map_err(err)?;
         }
-        let mut init = RequestInit::new();
-        init.with_method(match req.method {
-            http::Method::Get => Method::Get,
-            http::Method::Post => Method::Post,
-        })
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual);
-        if !req.body.is_empty() {
-            init.with_body(Some(js_sys::Uint8Array::from(req.body.as_slice()).into()));
-        }
-        let request = Request::new_with_init(&req.url, &init).map_err(err)?;
+        let method = match req.method {
+            http::Method::Get => "GET",
+            http::Method::Post => "POST",
+        };
+        let body: Option<JsValue> =
+            (!req.body.is_empty()).then(|| js_sys::Uint8Array::from(req.body.as_slice()).into());
+        let request = request(&req.url, method, Some(&headers), body.as_ref(), RequestRedirect::Manual).map_err(err)?;
         let controller = AbortController::default();
         let signal = controller.signal();
         let work = Box::pin(async move {
