@@ -7,9 +7,15 @@
 #
 #   scripts/build-worker.sh          size-optimised (profile wasm-release: opt-level z, fat LTO)
 #   scripts/build-worker.sh --dev    faster build for iterating (profile release, no wasm-opt)
-# Env: CARGO_TARGET_DIR (default target), ATP_WORKER_OUT (default atp-worker/build).
-# Prints the .wasm size, raw and gzipped.
+# Env: CARGO_TARGET_DIR (default target), ATP_WORKER_OUT (default atp-worker/build),
+#      ATP_WORKER_WASM_BUDGET (default 300000).
+# Prints the .wasm size, raw and gzipped, and fails when the size-optimised .wasm is more than the
+# budget gzipped (`gzip -9`; docs/design.md §4), so that the module cannot grow past it unnoticed.
+# A --dev build is not checked.
 set -euo pipefail
+# Most bytes the gzipped .wasm may take (docs/design.md §4).
+BUDGET=${ATP_WORKER_WASM_BUDGET:-300000}
+[[ "$BUDGET" =~ ^[0-9]+$ ]] || { echo "ATP_WORKER_WASM_BUDGET must be a number of bytes, got '$BUDGET'" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 PROFILE=wasm-release
@@ -43,3 +49,8 @@ cp atp-worker/js/entry.mjs "$OUT/entry.mjs"
 raw=$(stat -c %s "$OUT/atp_worker_bg.wasm")
 gz=$(gzip -9 -c "$OUT/atp_worker_bg.wasm" | wc -c)
 echo "built $OUT (profile $PROFILE): atp_worker_bg.wasm $raw bytes, $gz bytes gzipped"
+if [[ -n "$OPT" ]] && ((gz > BUDGET)); then
+  echo "atp_worker_bg.wasm is $gz bytes gzipped, $((gz - BUDGET)) over the budget of $BUDGET" \
+    "(ATP_WORKER_WASM_BUDGET; docs/design.md §4: find what grew, e.g. with twiggy)" >&2
+  exit 1
+fi
