@@ -80,7 +80,7 @@ impl Objects for DomainObject {
 }
 
 /// A request made with web-sys' `RequestInit`: workers-rs' `RequestInit` would link the
-/// serializer of its `cf` options (image resizing and more, ~4 KB gzipped) although the worker sets
+/// serializer of its `cf` options (image resizing and more, ~6.5 KB gzipped) although the worker sets
 /// none (docs/design.md §4, the wasm's size).
 fn request(
     url: &str,
