@@ -117,7 +117,8 @@ export type AckOptions = { upTo: number } | { ids: number[] };
 export interface SubscribeOptions {
   /** After this inbox id (default: the client's cursor). */
   after?: number;
-  /** Yield each message's JSON text exactly as stored instead of an object (big integers intact). */
+  /** Yield each message's JSON text exactly as stored instead of an object (big integers intact;
+   *  the values are then strings: cast them, `as unknown as string`). */
   raw?: boolean;
 }
 /**
@@ -126,9 +127,9 @@ export interface SubscribeOptions {
  * itself after the last message handed out, so each message comes exactly once. `for await` it;
  * `break` (or `return()`) closes the connection. `lastId` is the inbox id of the last message.
  */
-export interface AtpSubscription<T = AtpMessage> extends AsyncIterableIterator<T> {
+export interface AtpSubscription extends AsyncIterableIterator<AtpMessage> {
   readonly lastId: number;
-  return(): Promise<IteratorResult<T>>;
+  return(): Promise<IteratorResult<AtpMessage>>;
 }
 /** `GET health`. */
 export interface Health {
