@@ -105,7 +105,9 @@ macro_rules! each {
 
 impl Backend {
     /// Opens (creating and migrating) the database at `url`. `node` names this node in the lease
-    /// owner tokens of a shared database; `pool_size` bounds its PostgreSQL connections.
+    /// owner tokens of a shared database; `pool_size` bounds its PostgreSQL connections. On
+    /// PostgreSQL it also starts waking this node's streams from every node's commits
+    /// ([`PgStore::wake_streams`]).
     pub async fn open(url: &DatabaseUrl, node: &str, pool_size: usize) -> Result<Backend, OpenError> {
         match url {
             DatabaseUrl::Sqlite(path) => {
@@ -116,7 +118,10 @@ impl Backend {
             }
             DatabaseUrl::Postgres(u) => PgStore::open(u, node, pool_size)
                 .await
-                .map(Backend::Postgres)
+                .map(|s| {
+                    s.wake_streams();
+                    Backend::Postgres(s)
+                })
                 .map_err(|source| OpenError::Postgres { url: url.clone(), source }),
         }
     }

@@ -144,7 +144,7 @@ impl PgStore {
         let run: String = run.iter().map(|b| format!("{b:02x}")).collect();
         let (announce, queued) = tokio::sync::mpsc::channel(inbox::ANNOUNCE_QUEUE);
         tokio::spawn(inbox::announcer(pool.clone(), queued));
-        let store = PgStore {
+        Ok(PgStore {
             announce,
             pool,
             config: Arc::new(config),
@@ -152,14 +152,19 @@ impl PgStore {
             node: node.into(),
             known_agents: Arc::default(),
             hub: InboxHub::default(),
-        };
-        tokio::spawn(inbox::wake_streams(store.clone()));
-        Ok(store)
+        })
     }
 
     /// This node's inbox streams ([`Backend::hub`](crate::store::Backend::hub)).
     pub fn hub(&self) -> &InboxHub {
         &self.hub
+    }
+
+    /// Wakes [`PgStore::hub`] on every node's inbox announcements from now on (a listener
+    /// connection of its own, [`inbox::wake_streams`]): what a serving node needs, not a one-off
+    /// command such as `atp store migrate`.
+    pub fn wake_streams(&self) {
+        tokio::spawn(inbox::wake_streams(self.clone()));
     }
 
     /// This run's lease owner token.
