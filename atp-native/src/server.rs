@@ -101,9 +101,12 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     let limits = crate::limits::Guard::new(&s.limits);
     let handle = axum_server::Handle::new();
     let signal_handle = handle.clone();
+    let hub = store.hub().clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal: draining connections");
+        // Streams and long polls end now rather than holding the drain (store::watch).
+        hub.close();
         signal_handle.graceful_shutdown(Some(DRAIN));
     });
     if let Some(web) = &state.web {

@@ -258,3 +258,73 @@ async fn both_directions_with_every_vector_payload() {
     let (_, stats) = call(c.get(reference.url("stats")).bearer_auth(REF_ADMIN)).await;
     assert_eq!(stats["security"]["atk_pass"].as_u64(), Some(n as u64), "{stats}");
 }
+
+/// `atp recv --follow` against a server without the inbox stream (the reference answers 404 for
+/// `messages/stream`, docs/protocol.md §6.5): it says so once on stderr and polls `GET messages`
+/// instead — the backlog first, then a message that arrives while it follows, each printed once.
+#[test]
+fn recv_follow_polls_a_server_without_a_stream() {
+    use std::io::{BufRead, BufReader};
+    let port = free_port();
+    let reference = start_reference(tempfile::tempdir().unwrap(), port, free_port());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let submit = |from: &str, to: &str, nonce: &str| {
+        let m = json!({"from": from, "to": to, "timestamp": now(), "nonce": nonce, "payload": {"body": nonce}});
+        let r = rt.block_on(async {
+            let r = client().post(reference.url("message")).basic_auth(from, Some("pw")).body(m.to_string()).send();
+            let r = r.await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+        assert_eq!(r.0, 202, "the reference accepted {nonce}: {}", r.1);
+    };
+    for agent in ["bob@ref.test", "carol@ref.test"] {
+        let r = rt.block_on(async {
+            let body = json!({"agent_id": agent, "password": "pw"});
+            client().post(reference.url("register")).json(&body).send().await.unwrap().status().as_u16()
+        });
+        assert_eq!(r, 201, "register {agent}");
+    }
+    submit("carol@ref.test", "bob@ref.test", "backlog-1");
+
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atp"))
+        .args(["recv", "--follow", "--agent-id", "bob@ref.test", "-P", "pw", "--no-verify", "--output", "json"])
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .env("ATP_HOME", home.path().join(".atp"))
+        .env("HOME", home.path())
+        .env_remove("ATP_SERVER")
+        .env_remove("ATP_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A watchdog: a follower that never prints fails the test (its stdout ends) instead of hanging.
+    let pid = child.id().to_string();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = done.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(180));
+        if !finished.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = Command::new("kill").arg(&pid).status();
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let note = std::thread::spawn(move || {
+        BufReader::new(stderr).lines().map_while(Result::ok).find(|l| l.contains("has no inbox stream"))
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || {
+        let line = lines.next().expect("atp recv --follow ended").unwrap();
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"))["nonce"].clone()
+    };
+    assert_eq!(next(), json!("backlog-1"), "the backlog");
+    submit("carol@ref.test", "bob@ref.test", "live-1");
+    submit("carol@ref.test", "bob@ref.test", "live-2");
+    assert_eq!([next(), next()], [json!("live-1"), json!("live-2")], "what arrived while following, once each");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = child.kill();
+    let _ = child.wait();
+    let note = note.join().unwrap();
+    assert!(note.is_some_and(|n| n.contains("polling")), "no note about polling\n{}", reference.log());
+}

@@ -211,3 +211,38 @@ async fn refusals_limits_and_long_poll() {
     assert_eq!((st, v["count"].as_u64()), (200, Some(1)), "{v}");
     assert!(took < Duration::from_secs(15), "answered when the message came, not at the end: {took:?}");
 }
+
+/// At shutdown (SIGTERM) an open stream ends cleanly — the body finishes, no reset — and a waiting
+/// long poll answers 200 with an empty page, so neither holds the graceful drain; nothing of the
+/// inbox is lost (a restarted server streams it from the cursor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_long_polls_end_at_shutdown() {
+    let mut s = start();
+    let bob = register(&s, "bob", "pw").await;
+    let alice = register(&s, "alice", "pw").await;
+    submit(&s, &alice, &bob, "before").await;
+    let mut ev = Events::open(&s, &bob, None).await;
+    let (first, _) = ev.next(30).await;
+    let poll = {
+        let url = s.url(&format!("messages?after_id={first}&wait=60"));
+        let bob = bob.clone();
+        tokio::spawn(async move { call(client().get(url).basic_auth(&bob, Some("pw"))).await })
+    };
+    assert_eq!(open_streams(&s, 2).await, Some(2), "the stream and the long poll are open");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = s.terminate(Duration::from_secs(60));
+        (status, s)
+    });
+    // The stream's body ends (Ok(None)), it is not cut off by the drain's deadline (an error).
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(60), ev.resp.chunk()).await.expect("the stream ends") {
+            Ok(Some(chunk)) => assert!(!String::from_utf8_lossy(&chunk).contains("id: "), "no new event"),
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Ok(None)), "the stream ended cleanly: {end:?}");
+    let (st, v) = poll.await.unwrap();
+    assert_eq!((st, v["count"].as_u64()), (200, Some(0)), "the long poll answered: {v}");
+    let (status, s) = status.await.unwrap();
+    assert!(status.is_some_and(|st| st.success()), "the server exited: {status:?}\n{}", s.log());
+}

@@ -141,12 +141,17 @@ async fn relay(State(st): Shared, ConnectInfo(peer): ConnectInfo<SocketAddr>, re
 /// woken by the store's [`InboxHub`], each chunk sent as soon as it is made (no buffering: hyper
 /// writes a frame when the body yields it). The watcher is registered here, before the stream's
 /// first read; the stream ends when the client goes away (the body is dropped, and with it the
-/// watcher and the agent's stream place) or the store fails.
+/// watcher and the agent's stream place), the store fails, or the server shuts down (the hub is
+/// closed: the body ends cleanly, and the client resumes with its `Last-Event-ID`).
 pub fn event_stream(st: Arc<AppState>, open: StreamOpen) -> Body {
     let watcher = st.store.hub().watch(&open.agent);
     let stream = InboxStream::new(open, watcher, st.relay.pages);
     Body::from_stream(futures_util::stream::unfold((st, stream), |(st, mut stream)| async move {
-        let chunk = stream.next(&st.store).await?;
+        let chunk = tokio::select! {
+            biased;
+            () = st.store.hub().closed() => None,
+            chunk = stream.next(&st.store) => chunk,
+        }?;
         Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), (st, stream)))
     }))
 }

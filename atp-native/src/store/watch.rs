@@ -6,6 +6,10 @@
 //!
 //! The table holds only agents with a live watcher (a watcher removes its agent's entry when it is
 //! the last one), so it is bounded by the relay's stream limits.
+//!
+//! At shutdown the server [closes](InboxHub::close) the hub: long polls answer at once with what
+//! they have and streams end cleanly ([`InboxHub::closed`]), so the graceful shutdown does not wait
+//! out its drain time for them; clients resume from their cursor elsewhere or later.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,12 +19,36 @@ use atp_wasm::relay::stream::{InboxWatch, InboxWatcher};
 use tokio::sync::watch;
 
 /// One notification channel per watched agent; cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct InboxHub {
     agents: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    /// `true` once the server shuts down.
+    closing: Arc<watch::Sender<bool>>,
+}
+
+impl Default for InboxHub {
+    fn default() -> Self {
+        InboxHub { agents: Arc::default(), closing: Arc::new(watch::channel(false).0) }
+    }
 }
 
 impl InboxHub {
+    /// The server is shutting down: every waiting long poll answers now, and [`InboxHub::closed`]
+    /// resolves for the streams.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once the hub is [closed](InboxHub::close).
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.closing.borrow()
+    }
+
     /// Wakes every watcher of `agent` (nothing when nobody watches).
     pub fn notify(&self, agent: &str) {
         if let Ok(agents) = self.agents.lock() {
@@ -60,8 +88,14 @@ pub struct HubWatcher {
 
 impl InboxWatcher for HubWatcher {
     async fn wait(&mut self, timeout: Duration) -> bool {
+        if self.hub.is_closed() {
+            return false;
+        }
         // `changed` is cancel-safe, and a notification sent since the last wait is kept.
-        matches!(tokio::time::timeout(timeout, self.rx.changed()).await, Ok(Ok(())))
+        tokio::select! {
+            woken = tokio::time::timeout(timeout, self.rx.changed()) => matches!(woken, Ok(Ok(()))),
+            () = self.hub.closed() => false,
+        }
     }
 }
 
