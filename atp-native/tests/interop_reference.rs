@@ -266,10 +266,12 @@ async fn both_directions_with_every_vector_payload() {
 fn recv_follow_polls_a_server_without_a_stream() {
     use std::io::{BufRead, BufReader};
     let port = free_port();
-    let reference = start_reference(tempfile::tempdir().unwrap(), port, free_port());
+    let ref_home = tempfile::tempdir().unwrap();
+    ref_key(ref_home.path());
+    let reference = start_reference(ref_home, port, free_port());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let submit = |from: &str, to: &str, nonce: &str| {
-        let m = json!({"from": from, "to": to, "timestamp": now(), "nonce": nonce, "payload": {"body": nonce}});
+        let m = json!({"from": from, "to": to, "timestamp": now(), "nonce": nonce, "type": "message", "payload": {"body": nonce}});
         let r = rt.block_on(async {
             let r = client().post(reference.url("message")).basic_auth(from, Some("pw")).body(m.to_string()).send();
             let r = r.await.unwrap();
