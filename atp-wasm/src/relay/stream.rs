@@ -51,7 +51,12 @@ pub trait InboxWatcher {
     /// watcher was made or since the last wake; `true` when woken, `false` on time-out. A wake
     /// may be spurious (the caller reads and finds nothing). Cancel-safe: a wake is not lost when
     /// the future is dropped.
-    async fn wait(&mut self, timeout: Duration) -> bool;
+    ///
+    /// `after_id` is the last inbox id the caller has read: a home whose waiting lives elsewhere
+    /// (atp-worker's Durable Object, docs/design.md §5c) checks "any row after `after_id`?" and
+    /// registers the waiter in one step, so a commit between the caller's read and the
+    /// registration is not lost. A home that is notified in-process may ignore it.
+    async fn wait(&mut self, after_id: i64, timeout: Duration) -> bool;
 }
 
 /// For homes that cannot wait (atp-worker on KV): no stream, long polls answer at once.
@@ -69,7 +74,7 @@ impl InboxWatch for NoWatch {
 }
 
 impl InboxWatcher for NoWatch {
-    async fn wait(&mut self, _timeout: Duration) -> bool {
+    async fn wait(&mut self, _after_id: i64, _timeout: Duration) -> bool {
         false
     }
 }
@@ -250,7 +255,7 @@ impl<W: InboxWatcher> InboxStream<W> {
                 self.pending.extend(rows.iter().map(event));
                 continue;
             }
-            if !self.watcher.wait(self.heartbeat).await {
+            if !self.watcher.wait(self.cursor, self.heartbeat).await {
                 return Some(HEARTBEAT_CHUNK.to_owned());
             }
         }
