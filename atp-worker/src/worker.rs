@@ -22,6 +22,9 @@ use crate::counters::{self, Flushed};
 use crate::dnscache::{DnsCache, IsolateDns};
 use crate::store::{ObjectWatcher, Objects, Store};
 
+/// The core's relay as the worker runs it: storage and inbox waiting in the domain's object.
+type WorkerRelay<'a, O, T> = Relay<'a, Store<O>, DohResolver<Budgeted<T>, IsolateDns>, InlineHasher, Clock, Store<O>>;
+
 /// What one isolate keeps in memory between invocations (reset when Cloudflare recycles it).
 #[derive(Debug)]
 pub struct Isolate {
@@ -105,7 +108,7 @@ impl<O: Objects + Clone, T: HttpTransport + Clone> Worker<O, T> {
     fn relay<'a>(
         &'a self,
         state: &'a RelayState,
-    ) -> Relay<'a, Store<O>, DohResolver<Budgeted<T>, IsolateDns>, InlineHasher, Clock, Store<O>> {
+    ) -> WorkerRelay<'a, O, T> {
         Relay {
             cfg: &self.cfg.relay,
             state,
