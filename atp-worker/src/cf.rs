@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::object::{Call, Domain, Reply};
 use crate::sql::{Row, Sql, Value};
 use crate::store::Objects;
-use crate::waiters::{Signal, WatchAnswer, WatchRequest, Waiters};
+use crate::waiters::{Fired, Signal, WatchAnswer, WatchRequest, Waiters};
 use crate::worker::{Isolate, Worker};
 
 /// The Durable Object namespace binding.
@@ -71,20 +71,25 @@ fn isolate() -> Rc<Isolate> {
 #[derive(Clone)]
 pub struct DomainObject(pub Rc<Stub>);
 
+impl DomainObject {
+    /// `POST https://store{path}` with `body`: the answer's status and bytes (an error: no answer).
+    async fn post(&self, path: &str, body: JsValue) -> worker::Result<(u16, Vec<u8>)> {
+        let req = request(&format!("https://store{path}"), "POST", None, Some(&body), RequestRedirect::Follow)?;
+        let mut resp = self.0.fetch_with_request(req).await?;
+        Ok((resp.status_code(), resp.bytes().await?))
+    }
+}
+
 impl Objects for DomainObject {
     async fn call(&self, call: &Call) -> Result<Reply, StoreError> {
-        let lost = |e: worker::Error| StoreError {
+        let body = serde_json::to_string(call).map_err(|e| StoreError::new(e.to_string()))?;
+        let (status, body) = self.post("/call", JsValue::from_str(&body)).await.map_err(|e| StoreError {
             outcome_unknown: true,
             ..StoreError::new(format!("the domain object did not answer: {e}"))
-        };
-        let body = serde_json::to_string(call).map_err(|e| StoreError::new(e.to_string()))?;
-        let req = request("https://store/call", "POST", None, Some(&JsValue::from_str(&body)), RequestRedirect::Follow)
-            .map_err(|e| StoreError::new(e.to_string()))?;
-        let mut resp = self.0.fetch_with_request(req).await.map_err(lost)?;
+        })?;
         // Bytes and `from_slice`, as the core reads JSON: one instance of serde_json's reader in
         // the module (docs/design.md §4, the wasm's size).
-        let body = resp.bytes().await.map_err(lost)?;
-        if resp.status_code() != 200 {
+        if status != 200 {
             let text = String::from_utf8_lossy(&body);
             return Err(StoreError::new(format!("the domain object refused the call: {text}")));
         }
@@ -93,12 +98,12 @@ impl Objects for DomainObject {
     }
 
     async fn watch(&self, w: &WatchRequest) -> Result<WatchAnswer, StoreError> {
-        let err = |e: worker::Error| StoreError::new(format!("the domain object did not answer a watch: {e}"));
-        let body: JsValue = js_sys::Uint8Array::from(w.encode().as_slice()).into();
-        let req = request("https://store/watch", "POST", None, Some(&body), RequestRedirect::Follow).map_err(err)?;
-        let mut resp = self.0.fetch_with_request(req).await.map_err(err)?;
-        let body = resp.bytes().await.map_err(err)?;
-        match (resp.status_code(), body.as_slice()) {
+        let body = js_sys::Uint8Array::from(w.encode().as_slice()).into();
+        let (status, body) = self
+            .post("/watch", body)
+            .await
+            .map_err(|e| StoreError::new(format!("the domain object did not answer a watch: {e}")))?;
+        match (status, body.as_slice()) {
             (200, [b]) => WatchAnswer::from_byte(*b).ok_or_else(|| StoreError::new("unreadable watch answer")),
             (status, _) => Err(StoreError::new(format!("the domain object refused a watch: {status}"))),
         }
@@ -379,7 +384,7 @@ fn response_with(h: Handled, body: impl FnOnce(Vec<u8>) -> worker::Result<Respon
 /// the signal when this is dropped.
 struct ClientGone {
     signal: web_sys::AbortSignal,
-    wait: Pin<Box<dyn Future<Output = ()>>>,
+    wait: Fired,
     _on_abort: Closure<dyn FnMut()>,
 }
 
@@ -392,7 +397,7 @@ impl ClientGone {
         if signal.aborted() {
             fired.fire();
         }
-        let wait = Box::pin(fired.fired());
+        let wait = fired.fired();
         ClientGone { signal, wait, _on_abort: on_abort }
     }
 }
@@ -400,7 +405,7 @@ impl ClientGone {
 impl Future for ClientGone {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        self.wait.as_mut().poll(cx)
+        Pin::new(&mut self.wait).poll(cx)
     }
 }
 

@@ -274,10 +274,7 @@ impl<S: Sql> Domain<S> {
     /// The agents that got inbox rows since the last take, each once: after a call committed,
     /// their waiters are woken; after a call failed (rolled back), the list is dropped.
     pub fn take_delivered(&self) -> Vec<String> {
-        let mut agents = self.delivered.take();
-        agents.sort_unstable();
-        agents.dedup();
-        agents
+        self.delivered.take()
     }
 
     /// Whether `agent`'s inbox has a row after `after_id` (`/watch`: answer at once).
@@ -437,7 +434,10 @@ impl<S: Sql> Domain<S> {
         let id = rows.first().map(|r| r[0].int()).ok_or_else(|| StoreError::new("insert returned no id"))?;
         if delivered {
             self.add_usage(&m.to_id, 1, m.json.len() as i64)?;
-            self.delivered.borrow_mut().push(m.to_id.clone());
+            let mut agents = self.delivered.borrow_mut();
+            if !agents.contains(&m.to_id) {
+                agents.push(m.to_id.clone());
+            }
         }
         Ok(id)
     }

@@ -14,7 +14,6 @@
 //! table when woken, or when it is dropped (its time is up, or its request went away).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -124,11 +123,12 @@ impl Future for Fired {
     }
 }
 
-/// The waiting table: per agent, its waiters' signals.
+/// The waiting table: each waiter's agent, id and signal. A flat list (at most [`TOTAL`], each
+/// operation one pass over it): a map would link another hash table into the module
+/// (docs/design.md §4, the wasm's size).
 #[derive(Debug, Default)]
 pub struct Waiters {
-    agents: HashMap<String, Vec<(u64, Rc<Signal>)>>,
-    total: usize,
+    entries: Vec<(String, u64, Rc<Signal>)>,
     next: u64,
 }
 
@@ -140,7 +140,6 @@ pub struct Full;
 #[derive(Debug)]
 pub struct Waiter {
     table: Rc<RefCell<Waiters>>,
-    agent: String,
     id: u64,
     signal: Rc<Signal>,
 }
@@ -149,34 +148,36 @@ impl Waiters {
     /// Registers a waiter for `agent`, or [`Full`] past [`PER_AGENT`] or [`TOTAL`].
     pub fn register(table: &Rc<RefCell<Waiters>>, agent: &str) -> Result<Waiter, Full> {
         let mut t = table.borrow_mut();
-        if t.total >= TOTAL || t.agents.get(agent).is_some_and(|w| w.len() >= PER_AGENT) {
+        if t.entries.len() >= TOTAL || t.waiting(agent) >= PER_AGENT {
             return Err(Full);
         }
         t.next += 1;
         let (id, signal) = (t.next, Rc::new(Signal::default()));
-        t.agents.entry(agent.to_owned()).or_default().push((id, signal.clone()));
-        t.total += 1;
-        Ok(Waiter { table: table.clone(), agent: agent.to_owned(), id, signal })
+        t.entries.push((agent.to_owned(), id, signal.clone()));
+        Ok(Waiter { table: table.clone(), id, signal })
     }
 
     /// Wakes (and removes) every waiter of `agent`; how many there were.
     pub fn wake(&mut self, agent: &str) -> usize {
-        let Some(waiting) = self.agents.remove(agent) else { return 0 };
-        self.total -= waiting.len();
-        for (_, s) in &waiting {
-            s.fire();
-        }
-        waiting.len()
+        let before = self.entries.len();
+        self.entries.retain(|(a, _, signal)| {
+            let mine = a == agent;
+            if mine {
+                signal.fire();
+            }
+            !mine
+        });
+        before - self.entries.len()
     }
 
     /// Waiters now, in all.
     pub fn total(&self) -> usize {
-        self.total
+        self.entries.len()
     }
 
     /// Waiters of `agent` now.
     pub fn waiting(&self, agent: &str) -> usize {
-        self.agents.get(agent).map_or(0, Vec::len)
+        self.entries.iter().filter(|(a, _, _)| a == agent).count()
     }
 }
 
@@ -189,15 +190,9 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        let Ok(mut t) = self.table.try_borrow_mut() else { return };
-        let Some(waiting) = t.agents.get_mut(&self.agent) else { return };
-        let before = waiting.len();
-        waiting.retain(|(id, _)| *id != self.id);
-        let gone = before - waiting.len();
-        if waiting.is_empty() {
-            t.agents.remove(&self.agent);
+        if let Ok(mut t) = self.table.try_borrow_mut() {
+            t.entries.retain(|(_, id, _)| *id != self.id);
         }
-        t.total -= gone;
     }
 }
 
@@ -262,8 +257,7 @@ mod tests {
             (0..TOTAL).map(|i| Waiters::register(&table, &format!("agent{}", i / PER_AGENT)).unwrap()).collect();
         assert_eq!(table.borrow().total(), TOTAL);
         assert_eq!(Waiters::register(&table, "fresh").err(), Some(Full));
-        let agent = held[0].agent.clone();
-        assert_eq!(table.borrow_mut().wake(&agent), PER_AGENT);
+        assert_eq!(table.borrow_mut().wake("agent0"), PER_AGENT);
         let fresh = Waiters::register(&table, "fresh").expect("woken waiters free their places");
         held.clear();
         assert_eq!(table.borrow().total(), 1);
