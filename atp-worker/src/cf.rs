@@ -6,9 +6,12 @@
 //! response (an inbox stream's body fed chunk by chunk), a message it queued is attempted in
 //! `waitUntil` after the response, and the isolate's counters are flushed there too.
 //!
-//! A `GET` (a long poll, a stream) races the client: when `request.signal` aborts (compatibility
-//! flag `enable_request_signal`) its handling or its stream is dropped, which gives back its
-//! place among the agent's streams and its waiter in the object. Other requests are not raced:
+//! A `GET` (a long poll) races the client: when `request.signal` aborts (compatibility flag
+//! `enable_request_signal`; workerd aborts it when the client goes away before the response is
+//! made, on Cloudflare's edge — not in workerd under Miniflare, where the long poll ends with its
+//! `wait`) its handling is dropped, which gives back its place among the agent's streams and its
+//! waiter in the object. A stream whose client went away ends when its next write fails, at the
+//! latest at its heartbeat (15 s; tests/worker/e2e.mjs). Other requests are not raced:
 //! a submission whose client goes away still ends, and its message, stored before the 202, is
 //! attempted in `waitUntil` as usual (if the runtime ends the invocation first, the cron sweep
 //! claims the message once its lease is over, `crate::store::LEASE_SECS`).
@@ -417,21 +420,17 @@ impl Drop for ClientGone {
 
 /// An accepted stream's response: the core's [`atp_wasm::relay::stream::InboxStream`] written
 /// into a `TransformStream` whose readable side is the body, each chunk as it is made (a write
-/// waits until the runtime took the previous one). It ends when the client goes away: the
-/// signal aborts, or a write fails because the body was cancelled. (A `TransformStream` rather
+/// waits until the runtime took the previous one). It ends when the client goes away: a write
+/// fails because the body was cancelled. (A `TransformStream` rather
 /// than workers-rs' `Response::from_stream`, which links wasm-streams: docs/design.md §4, the
 /// wasm's size.)
-fn stream_response(
-    mut h: Handled,
-    worker: Rc<Worker<DomainObject, FetchTransport>>,
-    mut gone: ClientGone,
-) -> worker::Result<Response> {
+fn stream_response(mut h: Handled, worker: Rc<Worker<DomainObject, FetchTransport>>) -> worker::Result<Response> {
     let Some(open) = h.stream.take() else { return response(h) };
     let pipe = web_sys::TransformStream::new().map_err(worker::Error::from)?;
     let writer = pipe.writable().get_writer().map_err(worker::Error::from)?;
     let mut events = worker.inbox_stream(open);
     wasm_bindgen_futures::spawn_local(async move {
-        while let Either::Left((Some(chunk), _)) = select(pin!(events.next(&worker.store)), &mut gone).await {
+        while let Some(chunk) = events.next(&worker.store).await {
             let bytes = js_sys::Uint8Array::from(chunk.as_bytes());
             if JsFuture::from(writer.write_with_chunk(&bytes)).await.is_err() {
                 break;
@@ -468,17 +467,17 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             return response(Handled::rejection(&r));
         }
     };
-    let (handled, gone) = match gone {
-        // A long poll or a stream: dropped when the client goes away (its place given back).
+    let handled = match gone {
+        // A long poll: dropped when the client goes away (its place given back).
         Some(mut gone) => match select(pin!(worker.handle(&api)), &mut gone).await {
-            Either::Left((h, _)) => (h, Some(gone)),
+            Either::Left((h, _)) => h,
             Either::Right(_) => {
                 schedule_flush(&ctx, worker.clone());
                 // Nobody reads this answer.
                 return Ok(Response::empty()?.with_status(499));
             }
         },
-        None => (worker.handle(&api).await, None),
+        None => worker.handle(&api).await,
     };
     schedule_flush(&ctx, worker.clone());
     if let Some(queued) = handled.queued.clone() {
@@ -490,10 +489,10 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             }
         });
     }
-    match gone {
-        Some(gone) if handled.stream.is_some() => stream_response(handled, worker, gone),
-        _ => response(handled),
+    if handled.stream.is_some() {
+        return stream_response(handled, worker);
     }
+    response(handled)
 }
 
 #[event(scheduled)]
