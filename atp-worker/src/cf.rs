@@ -10,8 +10,9 @@
 //! `enable_request_signal`; workerd aborts it when the client goes away before the response is
 //! made, on Cloudflare's edge — not in workerd under Miniflare, where the long poll ends with its
 //! `wait`) its handling is dropped, which gives back its place among the agent's streams and its
-//! waiter in the object. A stream whose client went away ends when its next write fails, at the
-//! latest at its heartbeat (15 s; tests/worker/e2e.mjs). Other requests are not raced:
+//! waiter in the object. A stream races the signal too: workerd notices a gone client when a write
+//! to it fails, at the latest at the heartbeat (15 s), and aborts the signal then, in Miniflare as
+//! well (tests/worker/e2e.mjs). Other requests are not raced:
 //! a submission whose client goes away still ends, and its message, stored before the 202, is
 //! attempted in `waitUntil` as usual (if the runtime ends the invocation first, the cron sweep
 //! claims the message once its lease is over, `crate::store::LEASE_SECS`).
@@ -420,17 +421,22 @@ impl Drop for ClientGone {
 
 /// An accepted stream's response: the core's [`atp_wasm::relay::stream::InboxStream`] written
 /// into a `TransformStream` whose readable side is the body, each chunk as it is made (a write
-/// waits until the runtime took the previous one). It ends when the client goes away: a write
-/// fails because the body was cancelled. (A `TransformStream` rather
+/// waits until the runtime took the previous one). It ends when the client goes away: once a
+/// write to the client failed, workerd aborts `request.signal` (and errors the body). (A
+/// `TransformStream` rather
 /// than workers-rs' `Response::from_stream`, which links wasm-streams: docs/design.md §4, the
 /// wasm's size.)
-fn stream_response(mut h: Handled, worker: Rc<Worker<DomainObject, FetchTransport>>) -> worker::Result<Response> {
+fn stream_response(
+    mut h: Handled,
+    worker: Rc<Worker<DomainObject, FetchTransport>>,
+    mut gone: ClientGone,
+) -> worker::Result<Response> {
     let Some(open) = h.stream.take() else { return response(h) };
     let pipe = web_sys::TransformStream::new().map_err(worker::Error::from)?;
     let writer = pipe.writable().get_writer().map_err(worker::Error::from)?;
     let mut events = worker.inbox_stream(open);
     wasm_bindgen_futures::spawn_local(async move {
-        while let Some(chunk) = events.next(&worker.store).await {
+        while let Either::Left((Some(chunk), _)) = select(pin!(events.next(&worker.store)), &mut gone).await {
             let bytes = js_sys::Uint8Array::from(chunk.as_bytes());
             if JsFuture::from(writer.write_with_chunk(&bytes)).await.is_err() {
                 break;
@@ -467,17 +473,17 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             return response(Handled::rejection(&r));
         }
     };
-    let handled = match gone {
+    let (handled, gone) = match gone {
         // A long poll: dropped when the client goes away (its place given back).
         Some(mut gone) => match select(pin!(worker.handle(&api)), &mut gone).await {
-            Either::Left((h, _)) => h,
+            Either::Left((h, _)) => (h, Some(gone)),
             Either::Right(_) => {
                 schedule_flush(&ctx, worker.clone());
                 // Nobody reads this answer.
                 return Ok(Response::empty()?.with_status(499));
             }
         },
-        None => worker.handle(&api).await,
+        None => (worker.handle(&api).await, None),
     };
     schedule_flush(&ctx, worker.clone());
     if let Some(queued) = handled.queued.clone() {
@@ -489,10 +495,10 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             }
         });
     }
-    if handled.stream.is_some() {
-        return stream_response(handled, worker);
+    match gone {
+        Some(gone) if handled.stream.is_some() => stream_response(handled, worker, gone),
+        _ => response(handled),
     }
-    response(handled)
 }
 
 #[event(scheduled)]

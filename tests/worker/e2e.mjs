@@ -515,8 +515,8 @@ try {
       return { status: s.resp.status, text, json: JSON.parse(text), contentType: s.resp.headers.get("content-type") };
     };
     expectRefusal(await tryStream(), 429, "452 4.3.1");
-    // Clients going away give their places back: when the next write fails, at the latest at the
-    // heartbeat (15 s). (workerd does not abort request.signal here; atp-worker/src/cf.rs.)
+    // Clients going away give their places back: workerd aborts request.signal once a write to
+    // the client failed, at the latest at the heartbeat (15 s; atp-worker/src/cf.rs).
     const reopens = async () => ((await tryStream()).status === 200 ? true : null);
     const t0 = Date.now();
     streams.forEach(close);
