@@ -46,7 +46,7 @@ use crate::config::Config;
 use crate::object::{Call, Domain, Reply};
 use crate::sql::{Row, Sql, Value};
 use crate::store::Objects;
-use crate::waiters::{Fired, Signal, WatchAnswer, WatchRequest, Waiters};
+use crate::waiters::{Fired, Signal, Waiters, WatchAnswer, WatchRequest};
 use crate::worker::{Isolate, Worker};
 
 /// The Durable Object namespace binding.

@@ -843,7 +843,12 @@ mod tests {
             panic!()
         };
         let notice = row("bounce", "amy@r.test", "{}", 4);
-        db.call(Call::Settle { id: out[0].id, attempts: 1, now: 2000, settle: Settle::Bounced { error: "x".into(), notice: Box::new(notice) } });
+        db.call(Call::Settle {
+            id: out[0].id,
+            attempts: 1,
+            now: 2000,
+            settle: Settle::Bounced { error: "x".into(), notice: Box::new(notice) },
+        });
         assert_eq!(db.d.take_delivered(), ["amy@r.test"], "a bounce notice wakes its sender");
     }
 

@@ -105,10 +105,7 @@ impl<O: Objects + Clone, T: HttpTransport + Clone> Worker<O, T> {
         InboxStream::new(open, watcher, self.cfg.relay.pages)
     }
 
-    fn relay<'a>(
-        &'a self,
-        state: &'a RelayState,
-    ) -> WorkerRelay<'a, O, T> {
+    fn relay<'a>(&'a self, state: &'a RelayState) -> WorkerRelay<'a, O, T> {
         Relay {
             cfg: &self.cfg.relay,
             state,
