@@ -574,6 +574,27 @@ fn stream_long_poll_and_ack() {
     assert_ne!(v["messages"][0], first);
 }
 
+/// The worker's watcher asks the object for a row after the caller's last id: woken when there is
+/// one, a time-out when not (the local object does not wait), and a time-out when the object
+/// cannot be reached (the worker then waits out the time itself, crate::store::ObjectWatcher).
+#[test]
+fn a_watch_is_woken_by_a_newer_row_only() {
+    use atp_wasm::relay::stream::{InboxWatch, InboxWatcher};
+    let w = World::new();
+    w.register("alice");
+    w.register("bob");
+    let worker = w.worker();
+    let mut watcher = worker.store.watch("bob@relay.test");
+    let wait = std::time::Duration::from_secs(15);
+    assert!(!block_on(watcher.wait(0, wait)), "an empty inbox");
+    w.send("alice@relay.test", "bob@relay.test", "one");
+    let last = w.recv("bob@relay.test", "")["last_id"].as_i64().unwrap();
+    assert!(block_on(watcher.wait(0, wait)), "a row after 0");
+    assert!(!block_on(watcher.wait(last, wait)), "nothing after the last id");
+    w.object.failing.set(true);
+    assert!(!block_on(watcher.wait(0, wait)), "an unreachable object: a time-out, no busy loop");
+}
+
 #[test]
 fn storage_failures_are_temporary_and_say_so() {
     let w = World::new();
