@@ -1,15 +1,29 @@
 //! The Workers runtime binding (wasm32 only): the domain's Durable Object class
-//! ([`DomainStore`]: [`crate::object`] over `ctx.storage.sql`, each call in `transactionSync`) and
-//! the worker's way to it ([`DomainObject`]), `fetch` behind the core's [`HttpTransport`] (with a
-//! timeout), and the `fetch` and `scheduled` event handlers: a workers-rs request becomes the
-//! core's [`ApiRequest`], its [`Handled`] answer a response, a message it queued is attempted in
+//! ([`DomainStore`]: [`crate::object`] over `ctx.storage.sql`, each call in `transactionSync`;
+//! inbox waiters, [`crate::waiters`]) and the worker's way to it ([`DomainObject`]), `fetch`
+//! behind the core's [`HttpTransport`] (with a timeout), and the `fetch` and `scheduled` event
+//! handlers: a workers-rs request becomes the core's [`ApiRequest`], its [`Handled`] answer a
+//! response (an inbox stream's body fed chunk by chunk), a message it queued is attempted in
 //! `waitUntil` after the response, and the isolate's counters are flushed there too.
+//!
+//! A `GET` (a long poll) races the client: when `request.signal` aborts (compatibility flag
+//! `enable_request_signal`; workerd aborts it when the client goes away before the response is
+//! made, on Cloudflare's edge — not in workerd under Miniflare, where the long poll ends with its
+//! `wait`) its handling is dropped, which gives back its place among the agent's streams and its
+//! waiter in the object. A stream races the signal too: workerd notices a gone client when a write
+//! to it fails, at the latest at the heartbeat (15 s), and aborts the signal then, in Miniflare as
+//! well (tests/worker/e2e.mjs). Other requests are not raced:
+//! a submission whose client goes away still ends, and its message, stored before the 202, is
+//! attempted in `waitUntil` as usual (if the runtime ends the invocation first, the cron sweep
+//! claims the message once its lease is over, `crate::store::LEASE_SECS`).
 //!
 //! Bindings (`wrangler.toml`): the Durable Object namespace `STORE` (class `DomainStore`, SQLite
 //! storage, one object per domain); vars and secrets as in [`crate::config`]; a Cron trigger for
 //! the sweep.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,6 +34,7 @@ use atp_wasm::{ErrorCode, Rejection};
 use futures_util::future::{select, Either};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::{self, JsFuture};
 use worker::web_sys::{self, RequestRedirect};
 use worker::{
     console_error, console_log, durable_object, event, AbortController, Context, Delay, DurableObject, Env, Fetch,
@@ -31,6 +46,7 @@ use crate::config::Config;
 use crate::object::{Call, Domain, Reply};
 use crate::sql::{Row, Sql, Value};
 use crate::store::Objects;
+use crate::waiters::{Fired, Signal, Waiters, WatchAnswer, WatchRequest};
 use crate::worker::{Isolate, Worker};
 
 /// The Durable Object namespace binding.
@@ -54,28 +70,51 @@ fn isolate() -> Rc<Isolate> {
 }
 
 /// The domain's object as the worker reaches it: each [`Call`] a `POST` with its JSON, each
-/// answer a [`Reply`] (200) or the object's error (500: rolled back, nothing written).
-pub struct DomainObject(pub Stub);
+/// answer a [`Reply`] (200) or the object's error (500: rolled back, nothing written); each wait
+/// a `POST https://store/watch` ([`crate::waiters`]).
+#[derive(Clone)]
+pub struct DomainObject(pub Rc<Stub>);
+
+impl DomainObject {
+    /// `POST https://store{path}` with `body`: the answer's status and bytes (an error: no answer).
+    async fn post(&self, path: &str, body: JsValue) -> worker::Result<(u16, Vec<u8>)> {
+        let req = request(&format!("https://store{path}"), "POST", None, Some(&body), RequestRedirect::Follow)?;
+        let mut resp = self.0.fetch_with_request(req).await?;
+        Ok((resp.status_code(), resp.bytes().await?))
+    }
+}
 
 impl Objects for DomainObject {
     async fn call(&self, call: &Call) -> Result<Reply, StoreError> {
-        let lost = |e: worker::Error| StoreError {
+        let body = serde_json::to_string(call).map_err(|e| StoreError::new(e.to_string()))?;
+        let (status, body) = self.post("/call", JsValue::from_str(&body)).await.map_err(|e| StoreError {
             outcome_unknown: true,
             ..StoreError::new(format!("the domain object did not answer: {e}"))
-        };
-        let body = serde_json::to_string(call).map_err(|e| StoreError::new(e.to_string()))?;
-        let req = request("https://store/call", "POST", None, Some(&JsValue::from_str(&body)), RequestRedirect::Follow)
-            .map_err(|e| StoreError::new(e.to_string()))?;
-        let mut resp = self.0.fetch_with_request(req).await.map_err(lost)?;
+        })?;
         // Bytes and `from_slice`, as the core reads JSON: one instance of serde_json's reader in
         // the module (docs/design.md §4, the wasm's size).
-        let body = resp.bytes().await.map_err(lost)?;
-        if resp.status_code() != 200 {
+        if status != 200 {
             let text = String::from_utf8_lossy(&body);
             return Err(StoreError::new(format!("the domain object refused the call: {text}")));
         }
         serde_json::from_slice(&body)
             .map_err(|e| StoreError::new(format!("unreadable answer of the domain object: {e}")))
+    }
+
+    async fn watch(&self, w: &WatchRequest) -> Result<WatchAnswer, StoreError> {
+        let body = js_sys::Uint8Array::from(w.encode().as_slice()).into();
+        let (status, body) = self
+            .post("/watch", body)
+            .await
+            .map_err(|e| StoreError::new(format!("the domain object did not answer a watch: {e}")))?;
+        match (status, body.as_slice()) {
+            (200, [b]) => WatchAnswer::from_byte(*b).ok_or_else(|| StoreError::new("unreadable watch answer")),
+            (status, _) => Err(StoreError::new(format!("the domain object refused a watch: {status}"))),
+        }
+    }
+
+    async fn pause(&self, d: Duration) {
+        Delay::from(d).await;
     }
 }
 
@@ -140,11 +179,14 @@ impl Sql for DoSql {
     }
 }
 
-/// The domain's Durable Object (SQLite storage): runs each [`Call`] in one `transactionSync`.
+/// The domain's Durable Object (SQLite storage): runs each [`Call`] in one `transactionSync`
+/// (`POST https://store/call`) and holds the inbox waiters (`POST https://store/watch`), woken
+/// after the call that delivered to their agent has committed.
 #[durable_object]
 pub struct DomainStore {
     state: State,
     domain: Result<Rc<Domain<DoSql>>, String>,
+    waiters: Rc<RefCell<Waiters>>,
 }
 
 impl DurableObject for DomainStore {
@@ -153,7 +195,7 @@ impl DurableObject for DomainStore {
         if let Err(e) = &domain {
             console_error!("atp-worker: the domain object's schema: {e}");
         }
-        DomainStore { state, domain }
+        DomainStore { state, domain, waiters: Rc::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
@@ -161,14 +203,50 @@ impl DurableObject for DomainStore {
             Ok(d) => d.clone(),
             Err(e) => return Response::error(e.clone(), 500),
         };
-        let call: Call = match serde_json::from_slice(&req.bytes().await?) {
+        let body = req.bytes().await?;
+        if req.path() == "/watch" {
+            return self.watch(&domain, &body).await;
+        }
+        let call: Call = match serde_json::from_slice(&body) {
             Ok(c) => c,
             Err(e) => return Response::error(format!("not a call: {e}"), 400),
         };
-        match transaction(&self.state, domain, call) {
-            Ok(reply) => Response::from_json(&reply),
+        let result = transaction(&self.state, domain.clone(), call);
+        // Committed: wake the agents it delivered to (rolled back: nobody).
+        let delivered = domain.take_delivered();
+        match result {
+            Ok(reply) => {
+                let mut waiters = self.waiters.borrow_mut();
+                for agent in &delivered {
+                    waiters.wake(agent);
+                }
+                drop(waiters);
+                Response::from_json(&reply)
+            }
             Err(e) => Response::error(e.to_string(), 500),
         }
+    }
+}
+
+impl DomainStore {
+    /// `/watch`: in one turn (nothing awaited between the read and the registration), woken at
+    /// once when the agent has a row after the caller's id, else a waiter until a commit wakes
+    /// it or its time is up; "full" past the table's bounds. The waiter leaves the table when
+    /// this future ends or is dropped.
+    async fn watch(&self, domain: &Domain<DoSql>, body: &[u8]) -> worker::Result<Response> {
+        let Some(w) = WatchRequest::decode(body) else { return Response::error("not a watch request", 400) };
+        let answer = match domain.has_after(&w.agent, w.after_id) {
+            Ok(true) => WatchAnswer::Woken,
+            Ok(false) => match Waiters::register(&self.waiters, &w.agent) {
+                Err(_full) => WatchAnswer::Full,
+                Ok(waiter) => match select(waiter.woken(), Delay::from(w.timeout)).await {
+                    Either::Left(_) => WatchAnswer::Woken,
+                    Either::Right(_) => WatchAnswer::Timeout,
+                },
+            },
+            Err(e) => return Response::error(e.to_string(), 500),
+        };
+        Response::from_bytes(vec![answer.byte()])
     }
 }
 
@@ -247,7 +325,7 @@ fn worker(env: &Env) -> Result<Worker<DomainObject, FetchTransport>, String> {
     let cfg = config(env)?;
     let ns = env.durable_object(BINDING).map_err(|e| format!("Durable Object binding {BINDING}: {e}"))?;
     let stub = ns.id_from_name(cfg.domain()).and_then(|id| id.get_stub()).map_err(|e| format!("{BINDING}: {e}"))?;
-    Ok(Worker::new(cfg, DomainObject(stub), FetchTransport, clock(), isolate()))
+    Ok(Worker::new(cfg, DomainObject(Rc::new(stub)), FetchTransport, clock(), isolate()))
 }
 
 /// Flushes the isolate's counters after [`FLUSH_DELAY`], once for all the requests in that time.
@@ -291,6 +369,11 @@ async fn api_request(mut req: Request) -> Result<ApiRequest, Rejection> {
 
 /// The runtime's response. `Connection` is left to the platform (it manages connections).
 fn response(h: Handled) -> worker::Result<Response> {
+    response_with(h, Response::from_bytes)
+}
+
+/// The response of `h` with the body `body` makes from the answer's bytes.
+fn response_with(h: Handled, body: impl FnOnce(Vec<u8>) -> worker::Result<Response>) -> worker::Result<Response> {
     let headers = Headers::new();
     if let Some(ct) = &h.response.content_type {
         headers.set("content-type", ct)?;
@@ -298,7 +381,72 @@ fn response(h: Handled) -> worker::Result<Response> {
     for (n, v) in h.headers.iter().filter(|(n, _)| n != "connection") {
         headers.set(n, v)?;
     }
-    Ok(Response::from_bytes(h.response.body)?.with_status(h.response.status).with_headers(headers))
+    Ok(body(h.response.body)?.with_status(h.response.status).with_headers(headers))
+}
+
+/// Resolves when the client has gone away (`request.signal` aborts). The handler is taken off
+/// the signal when this is dropped.
+struct ClientGone {
+    signal: web_sys::AbortSignal,
+    wait: Fired,
+    _on_abort: Closure<dyn FnMut()>,
+}
+
+impl ClientGone {
+    fn new(signal: web_sys::AbortSignal) -> Self {
+        let fired = Rc::new(Signal::default());
+        let f = fired.clone();
+        let on_abort = Closure::<dyn FnMut()>::new(move || f.fire());
+        signal.set_onabort(Some(on_abort.as_ref().unchecked_ref()));
+        if signal.aborted() {
+            fired.fire();
+        }
+        let wait = fired.fired();
+        ClientGone { signal, wait, _on_abort: on_abort }
+    }
+}
+
+impl Future for ClientGone {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        Pin::new(&mut self.wait).poll(cx)
+    }
+}
+
+impl Drop for ClientGone {
+    fn drop(&mut self) {
+        self.signal.set_onabort(None);
+    }
+}
+
+/// An accepted stream's response: the core's [`atp_wasm::relay::stream::InboxStream`] written
+/// into a `TransformStream` whose readable side is the body, each chunk as it is made (a write
+/// waits until the runtime took the previous one). It ends when the client goes away: once a
+/// write to the client failed, workerd aborts `request.signal` (and errors the body). (A
+/// `TransformStream` rather
+/// than workers-rs' `Response::from_stream`, which links wasm-streams: docs/design.md §4, the
+/// wasm's size.)
+fn stream_response(
+    mut h: Handled,
+    worker: Rc<Worker<DomainObject, FetchTransport>>,
+    mut gone: ClientGone,
+) -> worker::Result<Response> {
+    let Some(open) = h.stream.take() else { return response(h) };
+    let pipe = web_sys::TransformStream::new().map_err(worker::Error::from)?;
+    let writer = pipe.writable().get_writer().map_err(worker::Error::from)?;
+    let mut events = worker.inbox_stream(open);
+    wasm_bindgen_futures::spawn_local(async move {
+        while let Either::Left((Some(chunk), _)) = select(pin!(events.next(&worker.store)), &mut gone).await {
+            let bytes = js_sys::Uint8Array::from(chunk.as_bytes());
+            if JsFuture::from(writer.write_with_chunk(&bytes)).await.is_err() {
+                break;
+            }
+        }
+        // Gives the agent's stream place and its waiter back before the body closes.
+        drop(events);
+        let _ = JsFuture::from(writer.close()).await;
+    });
+    response_with(h, |_| Ok(Response::builder().stream(pipe.readable())))
 }
 
 #[event(start)]
@@ -308,6 +456,7 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let gone = (req.method() == worker::Method::Get).then(|| ClientGone::new(req.inner().signal()));
     let worker = match worker(&env) {
         Ok(w) => Rc::new(w),
         Err(e) => {
@@ -324,7 +473,18 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             return response(Handled::rejection(&r));
         }
     };
-    let handled = worker.handle(&api).await;
+    let (handled, gone) = match gone {
+        // A long poll: dropped when the client goes away (its place given back).
+        Some(mut gone) => match select(pin!(worker.handle(&api)), &mut gone).await {
+            Either::Left((h, _)) => (h, Some(gone)),
+            Either::Right(_) => {
+                schedule_flush(&ctx, worker.clone());
+                // Nobody reads this answer.
+                return Ok(Response::empty()?.with_status(499));
+            }
+        },
+        None => (worker.handle(&api).await, None),
+    };
     schedule_flush(&ctx, worker.clone());
     if let Some(queued) = handled.queued.clone() {
         let w = worker.clone();
@@ -335,7 +495,10 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             }
         });
     }
-    response(handled)
+    match gone {
+        Some(gone) if handled.stream.is_some() => stream_response(handled, worker, gone),
+        _ => response(handled),
+    }
 }
 
 #[event(scheduled)]

@@ -12,6 +12,7 @@
 //! | [`object`], [`sql`] | the Durable Object's storage: SQLite tables, one transaction per call |
 //! | [`counters`] | the relay's counters, global: isolates flush into the object |
 //! | [`delivery`] | the outbound queue: attempt after the 202, cron sweeps, leases, backoff, waking |
+//! | [`waiters`] | inbox streams and long polls waiting in the object: `/watch`, the bounded table |
 //! | [`dnscache`] | DoH answers kept in the isolate for their TTL |
 //! | [`budget`] | the per-invocation subrequest cap |
 //! | [`config`] | vars and secrets |
@@ -31,6 +32,7 @@ pub mod dnscache;
 pub mod object;
 pub mod sql;
 pub mod store;
+pub mod waiters;
 pub mod worker;
 
 #[cfg(not(target_arch = "wasm32"))]

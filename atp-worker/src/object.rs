@@ -18,6 +18,7 @@
 //!   first, then only the rows that fit); a claim at most `max` rows; a prune at most
 //!   [`PRUNE_BATCH`] dedup rows.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use atp_wasm::delivery::Backoff;
@@ -231,6 +232,9 @@ pub enum Reply {
 /// The domain's storage over SQL.
 pub struct Domain<S> {
     pub sql: S,
+    /// Agents that got an inbox row in the call running now: woken once it has committed
+    /// ([`Domain::take_delivered`], [`crate::waiters`]).
+    delivered: RefCell<Vec<String>>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -240,7 +244,7 @@ fn hex(bytes: &[u8]) -> String {
 impl<S: Sql> Domain<S> {
     /// The object over `sql`, its schema brought up to date.
     pub fn open(sql: S) -> Result<Self, StoreError> {
-        let d = Domain { sql };
+        let d = Domain { sql, delivered: RefCell::default() };
         d.migrate()?;
         Ok(d)
     }
@@ -267,7 +271,23 @@ impl<S: Sql> Domain<S> {
         Ok(())
     }
 
-    /// Runs one call. The caller runs it inside one transaction (see [`crate::sql::Sql`]).
+    /// The agents that got inbox rows since the last take, each once: after a call committed,
+    /// their waiters are woken; after a call failed (rolled back), the list is dropped.
+    pub fn take_delivered(&self) -> Vec<String> {
+        self.delivered.take()
+    }
+
+    /// Whether `agent`'s inbox has a row after `after_id` (`/watch`: answer at once).
+    pub fn has_after(&self, agent: &str, after_id: i64) -> Result<bool, StoreError> {
+        let rows = self.exec(
+            "SELECT 1 FROM messages WHERE to_id = ? AND status = 'delivered' AND dest_domain IS NULL AND id > ? LIMIT 1",
+            &[agent.into(), after_id.into()],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Runs one call. The caller runs it inside one transaction (see [`crate::sql::Sql`]), then
+    /// takes [`Domain::take_delivered`].
     pub fn call(&self, call: Call) -> Result<Reply, StoreError> {
         Ok(match call {
             Call::AgentHash { id } => {
@@ -414,6 +434,10 @@ impl<S: Sql> Domain<S> {
         let id = rows.first().map(|r| r[0].int()).ok_or_else(|| StoreError::new("insert returned no id"))?;
         if delivered {
             self.add_usage(&m.to_id, 1, m.json.len() as i64)?;
+            let mut agents = self.delivered.borrow_mut();
+            if !agents.contains(&m.to_id) {
+                agents.push(m.to_id.clone());
+            }
         }
         Ok(id)
     }
@@ -798,6 +822,34 @@ mod tests {
             matches!(db.call(Call::MessageInfo { nonce: "out".into() }), Reply::Info(Some(_))),
             "the queue keeps its rows"
         );
+    }
+
+    /// `/watch` (crate::waiters): which agents a call delivered to, and whether an inbox has a row
+    /// after an id — inbox rows only (a local message or a bounce notice), never outbound ones.
+    #[test]
+    fn calls_record_the_agents_they_delivered_to() {
+        let db = db();
+        assert!(!db.d.has_after("bo@r.test", 0).unwrap());
+        let id = new_id(db.call(Call::Store(row("n1", "bo@r.test", "{}", 1))));
+        db.call(Call::Store(row("n2", "bo@r.test", "{}", 2)));
+        db.call(Call::Store(row("n3", "zed@y.test", "{}", 3)));
+        assert_eq!(db.d.take_delivered(), ["bo@r.test"], "once, and not the outbound row's");
+        assert!(db.d.take_delivered().is_empty(), "taken");
+        assert!(db.d.has_after("bo@r.test", id).unwrap() && !db.d.has_after("bo@r.test", id + 1).unwrap());
+        assert!(!db.d.has_after("zed@y.test", 0).unwrap(), "outbound rows are nobody's inbox");
+        db.call(Call::Store(row("n1", "bo@r.test", "{}", 1)));
+        assert!(db.d.take_delivered().is_empty(), "a repeat delivers nothing");
+        let Reply::Claimed(out) = db.call(Call::Claim { now: 2000, max: 1, lease_until: 2100, domain: None }) else {
+            panic!()
+        };
+        let notice = row("bounce", "amy@r.test", "{}", 4);
+        db.call(Call::Settle {
+            id: out[0].id,
+            attempts: 1,
+            now: 2000,
+            settle: Settle::Bounced { error: "x".into(), notice: Box::new(notice) },
+        });
+        assert_eq!(db.d.take_delivered(), ["amy@r.test"], "a bounce notice wakes its sender");
     }
 
     #[test]

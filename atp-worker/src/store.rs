@@ -1,6 +1,7 @@
 //! The worker's storage: the core relay's storage traits ([`AgentStore`], [`MessageStore`] and its
 //! [`DedupStore`]) as calls to the domain's Durable Object ([`crate::object`]), plus the queue
-//! operations the delivery engine uses ([`crate::delivery`]).
+//! operations the delivery engine uses ([`crate::delivery`]), and the waiting of inbox streams and
+//! long polls ([`InboxWatch`]) in the object ([`crate::waiters`], docs/design.md §5c).
 //!
 //! Each trait method is one [`Call`], run by the object in one SQLite transaction; so a message and
 //! its dedup row are stored together or not at all (docs/design.md §1.5). A call that got no
@@ -10,16 +11,19 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use atp_wasm::delivery::Backoff;
 use atp_wasm::env::{ContentHash, DedupStore, StoreError};
 use atp_wasm::relay::store::{
     AgentStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored, Usage,
 };
+use atp_wasm::relay::stream::{InboxWatch, InboxWatcher};
 use serde_json::{json, Map, Value};
 
 use crate::clock::Clock;
 use crate::object::{hash_from_hex, hash_hex, Ack, Call, Kind, NewRow, Outbound, Outcome, Reply, Settle};
+use crate::waiters::{WatchAnswer, WatchRequest};
 use crate::worker::Isolate;
 
 /// How long a message being attempted stays out of the sweep's way (its lease), in seconds. A
@@ -36,6 +40,11 @@ pub trait Objects {
     /// Runs `call` in the object. An error with `outcome_unknown` means no answer came back (the
     /// call may have committed); without, the object refused it and nothing was written.
     async fn call(&self, call: &Call) -> Result<Reply, StoreError>;
+    /// Waits in the object, at most `w.timeout`, for a row of `w.agent`'s inbox after
+    /// `w.after_id` ([`crate::waiters`]).
+    async fn watch(&self, w: &WatchRequest) -> Result<WatchAnswer, StoreError>;
+    /// Waits `d` in the worker (its own timer): when the object cannot hold a waiter.
+    async fn pause(&self, d: Duration);
 }
 
 /// The worker's store for one invocation.
@@ -158,6 +167,40 @@ impl<O: Objects> Store<O> {
             content_hash: hash_hex(&[0; 32]),
             now,
             lease_until: now,
+        }
+    }
+}
+
+/// Streams and long polls wait in the domain's object, which wakes them once a row of the agent's
+/// inbox has committed (docs/design.md §5c).
+impl<O: Objects + Clone> InboxWatch for Store<O> {
+    type Watcher = ObjectWatcher<O>;
+
+    fn watch(&self, agent: &str) -> ObjectWatcher<O> {
+        ObjectWatcher { objects: self.objects.clone(), agent: agent.to_owned() }
+    }
+}
+
+/// One stream's (or long poll's) watcher: each wait one `/watch` call to the object.
+pub struct ObjectWatcher<O> {
+    objects: O,
+    agent: String,
+}
+
+impl<O: Objects> InboxWatcher for ObjectWatcher<O> {
+    /// The object checks for a row after `after_id` and registers the waiter in one turn, so
+    /// nothing committed since the caller's read is missed. When the object is full or cannot be
+    /// reached, the time is waited out here (no busy loop) and the caller reads again: a long poll
+    /// still answers within its `wait`, a stream sends its heartbeat.
+    async fn wait(&mut self, after_id: i64, timeout: Duration) -> bool {
+        let w = WatchRequest { agent: self.agent.clone(), after_id, timeout };
+        match self.objects.watch(&w).await {
+            Ok(WatchAnswer::Woken) => true,
+            Ok(WatchAnswer::Timeout) => false,
+            Ok(WatchAnswer::Full) | Err(_) => {
+                self.objects.pause(timeout).await;
+                false
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use atp_wasm::doh::{DohMethod, DohResolver};
 use atp_wasm::http::HttpTransport;
 use atp_wasm::relay::credentials::InlineHasher;
-use atp_wasm::relay::stream::NoWatch;
+use atp_wasm::relay::stream::{InboxStream, InboxWatch, StreamOpen};
 use atp_wasm::relay::{api, ApiRequest, Handled, Relay, RelayState};
 
 use crate::budget::{Budget, Budgeted};
@@ -20,7 +20,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::counters::{self, Flushed};
 use crate::dnscache::{DnsCache, IsolateDns};
-use crate::store::{Objects, Store};
+use crate::store::{ObjectWatcher, Objects, Store};
+
+/// The core's relay as the worker runs it: storage and inbox waiting in the domain's object.
+type WorkerRelay<'a, O, T> = Relay<'a, Store<O>, DohResolver<Budgeted<T>, IsolateDns>, InlineHasher, Clock, Store<O>>;
 
 /// What one isolate keeps in memory between invocations (reset when Cloudflare recycles it).
 #[derive(Debug)]
@@ -62,7 +65,7 @@ pub struct Worker<O, T> {
     pub(crate) iso: Rc<Isolate>,
 }
 
-impl<O: Objects, T: HttpTransport + Clone> Worker<O, T> {
+impl<O: Objects + Clone, T: HttpTransport + Clone> Worker<O, T> {
     /// A worker over the domain's object `objects`, sending HTTP (DoH and transfers) through
     /// `transport`.
     pub fn new(cfg: Config, objects: O, transport: T, clock: Clock, iso: Rc<Isolate>) -> Self {
@@ -95,10 +98,14 @@ impl<O: Objects, T: HttpTransport + Clone> Worker<O, T> {
         self.relay(&self.iso.relay).handle(req).await
     }
 
-    fn relay<'a>(
-        &'a self,
-        state: &'a RelayState,
-    ) -> Relay<'a, Store<O>, DohResolver<Budgeted<T>, IsolateDns>, InlineHasher, Clock, NoWatch> {
+    /// The body of a stream the relay accepted ([`Handled::stream`]): the agent's inbox as SSE
+    /// chunks, waiting in the domain's object between them ([`crate::waiters`]).
+    pub fn inbox_stream(&self, open: StreamOpen) -> InboxStream<ObjectWatcher<O>> {
+        let watcher = self.store.watch(&open.agent);
+        InboxStream::new(open, watcher, self.cfg.relay.pages)
+    }
+
+    fn relay<'a>(&'a self, state: &'a RelayState) -> WorkerRelay<'a, O, T> {
         Relay {
             cfg: &self.cfg.relay,
             state,
@@ -106,9 +113,8 @@ impl<O: Objects, T: HttpTransport + Clone> Worker<O, T> {
             resolver: &self.resolver,
             hasher: &self.hasher,
             clock: &self.clock,
-            // No waiting here yet: the stream route answers 501 and a long poll at once, until the
-            // Durable Object holds the streams (docs/design.md §5c).
-            inbox: &NoWatch,
+            // Streams and long polls wait in the domain's object (crate::waiters).
+            inbox: &self.store,
         }
     }
 

@@ -14,6 +14,7 @@ use atp_wasm::keys::DomainKey;
 use atp_wasm::message::Message;
 use atp_wasm::records::atk::AtkRecord;
 use atp_wasm::relay::store::MessageStore;
+use atp_wasm::relay::stream;
 use atp_wasm::relay::ApiRequest;
 use atp_wasm::sign::{sign_message, verify_message};
 use atp_worker::clock::Clock;
@@ -207,20 +208,24 @@ impl World {
         self.time.set(self.time.get() + secs * 1000);
     }
 
-    fn call(&self, method: &str, path_query: &str, auth: Option<&str>, body: &str) -> (u16, Value, Option<Processed>) {
+    fn request(&self, method: &str, path_query: &str, auth: Option<&str>, body: &str) -> ApiRequest {
         let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
         if let Some(a) = auth {
             headers.push(("authorization".into(), a.into()));
         }
-        let req = ApiRequest {
+        ApiRequest {
             method: method.into(),
             path: format!("/.well-known/atp/v1/{path}"),
             query: query.into(),
             headers,
             body: body.as_bytes().to_vec(),
             source_ip: Some("192.0.2.7".parse().unwrap()),
-        };
+        }
+    }
+
+    fn call(&self, method: &str, path_query: &str, auth: Option<&str>, body: &str) -> (u16, Value, Option<Processed>) {
+        let req = self.request(method, path_query, auth, body);
         let worker = self.worker();
         let handled = block_on(worker.handle(&req));
         let follow = handled.queued.as_ref().map(|q| block_on(worker.deliver_now(q)).unwrap().unwrap());
@@ -518,21 +523,40 @@ fn every_core_route_is_served() {
     assert_eq!(stats["rejections"]["535 5.7.8"], 2, "refusals by code: {stats}");
 }
 
-/// Push and acknowledgement on the worker (docs/protocol.md §6.5): no stream on KV yet (a JSON 501),
-/// a long poll answers at once, acknowledgement removes the agent's own messages only.
+/// Push and acknowledgement on the worker (docs/protocol.md §6.5): the stream's backlog, then (the
+/// local object does not wait) a heartbeat, then the next message; its place among the agent's
+/// streams; a long poll with mail answers at once; acknowledgement removes the agent's own
+/// messages only.
 #[test]
-fn stream_is_501_and_ack_works() {
+fn stream_long_poll_and_ack() {
     let w = World::new();
     w.register("alice");
     w.register("bob");
-    let (s, v, _) = w.call("GET", "messages/stream", Some(&basic("alice@relay.test")), "");
-    assert_eq!((s, v["error_code"].as_str()), (501, Some("502 5.5.1")), "{v}");
     assert_eq!(w.call("GET", "messages/stream", None, "").0, 401);
+    let (s, v, _) = w.call("GET", "messages/stream", Some(&basic("bob@relay.test")), "");
+    assert_eq!(s, 200, "{v}");
     w.send("alice@relay.test", "bob@relay.test", "one");
     w.send("alice@relay.test", "bob@relay.test", "two");
     w.send("bob@relay.test", "alice@relay.test", "for alice");
+    let worker = w.worker();
+    let mut req = w.request("GET", "messages/stream", Some(&basic("bob@relay.test")), "");
+    req.headers.push(("last-event-id".into(), "0".into()));
+    let handled = block_on(worker.handle(&req));
+    assert_eq!(handled.response.content_type.as_deref(), Some(stream::CONTENT_TYPE));
+    let mut events = worker.inbox_stream(handled.stream.expect("an accepted stream"));
+    assert_eq!(w.iso.relay.streams.open("bob@relay.test"), 1, "the stream holds a place");
+    let mut next = || block_on(events.next(&worker.store)).expect("a chunk");
+    assert!(next().starts_with(": atp inbox stream"));
+    let (one, two) = (next(), next());
+    assert!(one.contains("\"one\"") && two.contains("\"two\"") && one.starts_with("id: "), "{one}{two}");
+    assert_eq!(next(), stream::HEARTBEAT_CHUNK, "nothing more: the wait timed out");
+    w.send("alice@relay.test", "bob@relay.test", "three");
+    assert!(next().contains("\"three\""));
+    drop(events);
+    assert_eq!(w.iso.relay.streams.open("bob@relay.test"), 0, "a dropped stream gives its place back");
+
     let (s, v, _) = w.call("GET", "messages?wait=30", Some(&basic("bob@relay.test")), "");
-    assert_eq!((s, v["count"].as_u64()), (200, Some(2)));
+    assert_eq!((s, v["count"].as_u64()), (200, Some(3)));
     let first = v["messages"][0].clone();
     let ids: Vec<i64> = {
         let (_, v1, _) = w.call("GET", "messages?limit=1", Some(&basic("bob@relay.test")), "");
@@ -546,8 +570,29 @@ fn stream_is_501_and_ack_works() {
     let (s, v, _) = w.call("POST", "messages/ack", Some(&basic("bob@relay.test")), &body(json!({"up_to_id": ids[0]})));
     assert_eq!((s, v["removed"].as_u64()), (200, Some(1)), "{v}");
     let (_, v, _) = w.call("GET", "messages", Some(&basic("bob@relay.test")), "");
-    assert_eq!(v["count"], 1);
+    assert_eq!(v["count"], 2);
     assert_ne!(v["messages"][0], first);
+}
+
+/// The worker's watcher asks the object for a row after the caller's last id: woken when there is
+/// one, a time-out when not (the local object does not wait), and a time-out when the object
+/// cannot be reached (the worker then waits out the time itself, crate::store::ObjectWatcher).
+#[test]
+fn a_watch_is_woken_by_a_newer_row_only() {
+    use atp_wasm::relay::stream::{InboxWatch, InboxWatcher};
+    let w = World::new();
+    w.register("alice");
+    w.register("bob");
+    let worker = w.worker();
+    let mut watcher = worker.store.watch("bob@relay.test");
+    let wait = std::time::Duration::from_secs(15);
+    assert!(!block_on(watcher.wait(0, wait)), "an empty inbox");
+    w.send("alice@relay.test", "bob@relay.test", "one");
+    let last = w.recv("bob@relay.test", "")["last_id"].as_i64().unwrap();
+    assert!(block_on(watcher.wait(0, wait)), "a row after 0");
+    assert!(!block_on(watcher.wait(last, wait)), "nothing after the last id");
+    w.object.failing.set(true);
+    assert!(!block_on(watcher.wait(0, wait)), "an unreachable object: a time-out, no busy loop");
 }
 
 #[test]

@@ -459,6 +459,70 @@ try {
     const big = "x".repeat(1048577);
     expectRefusal(await h.call(mf, wurl("message"), { method: "POST", body: big }), 400, "552 5.3.4");
   });
+
+  await step("inbox streams from the domain object: a live event; 8 per agent; a client that goes away frees its place", async () => {
+    const carol = { id: `carol@${RELAY}`, pw: "carol-pw" };
+    let r = await h.call(mf, wurl("register"), { method: "POST", body: { agent_id: "carol", password: carol.pw } });
+    assert.equal(r.status, 201, r.text);
+    const auth = { authorization: h.basic(carol.id, carol.pw) };
+    const decoder = new TextDecoder();
+    // Opens a stream (or a long poll) that the test can abort like a client going away.
+    const open = async (what = "messages/stream") => {
+      const ctl = new AbortController();
+      const resp = await mf.dispatchFetch(wurl(what), { headers: auth, signal: ctl.signal });
+      return { ctl, resp, reader: null, buf: "" };
+    };
+    const nextChunk = async (s, want) => {
+      const deadline = Date.now() + 30000;
+      while (!s.buf.includes(want)) {
+        assert.ok(Date.now() < deadline, `no ${want} within 30 s: ${s.buf}`);
+        s.reader ??= s.resp.body.getReader();
+        const { value, done } = await s.reader.read();
+        assert.ok(!done, `the stream ended before ${want}: ${s.buf}`);
+        s.buf += decoder.decode(value);
+      }
+      return s.buf;
+    };
+    const close = (s) => {
+      s.ctl.abort();
+      (s.reader ?? s.resp.body)?.cancel().catch(() => {});
+    };
+    // Live: a stream with an empty inbox gets a message as soon as it is committed.
+    const live = await open();
+    assert.equal(live.resp.status, 200);
+    assert.match(live.resp.headers.get("content-type"), /^text\/event-stream/);
+    await nextChunk(live, ": atp inbox stream");
+    const m = message(alice.id, carol.id, "live");
+    assert.equal((await submitToWorker(m)).status, 202);
+    const got = await nextChunk(live, m.nonce);
+    assert.match(got, /^id: \d+\nevent: message\ndata: \{/m);
+    // 8 streams per agent (the relay's limit): the ninth is refused.
+    const streams = [live];
+    for (let i = 1; i < 8; i++) {
+      const s = await open();
+      assert.equal(s.resp.status, 200);
+      await nextChunk(s, ": atp inbox stream");
+      streams.push(s);
+    }
+    // A stream's status (an opened one closed at once), or the refusal.
+    const tryStream = async () => {
+      const s = await open();
+      if (s.resp.status === 200) {
+        close(s);
+        return { status: 200 };
+      }
+      const text = await s.resp.text();
+      return { status: s.resp.status, text, json: JSON.parse(text), contentType: s.resp.headers.get("content-type") };
+    };
+    expectRefusal(await tryStream(), 429, "452 4.3.1");
+    // Clients going away give their places back: workerd aborts request.signal once a write to
+    // the client failed, at the latest at the heartbeat (15 s; atp-worker/src/cf.rs).
+    const reopens = async () => ((await tryStream()).status === 200 ? true : null);
+    const t0 = Date.now();
+    streams.forEach(close);
+    await h.waitFor("a stream place freed by the clients going away", reopens, 25000, 100);
+    report.streamFreedMs = Date.now() - t0;
+  });
 } finally {
   await h.stopAll();
 }
@@ -487,6 +551,11 @@ if (report.argon2HashMs) {
   console.log(
     `   argon2id default cost in workerd: register ${report.argon2HashMs.toFixed(0)} ms, first recv (verify) ` +
       `${report.argon2VerifyMs.toFixed(0)} ms, cached credential ${report.cachedAuthMs.toFixed(0)} ms`,
+  );
+}
+if (report.streamFreedMs !== undefined) {
+  console.log(
+    `   stream places given back ${report.streamFreedMs} ms after 8 streams' clients went away (at the next heartbeat)`,
   );
 }
 const wasm = path.join(BUILD, "atp_worker_bg.wasm");

@@ -275,6 +275,8 @@ export async function startWorker({ buildDir, bindings, port }) {
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: "2025-09-01",
+    // as wrangler.toml: request.signal aborts when the client goes away (streams, long polls)
+    compatibilityFlags: ["enable_request_signal"],
     // the domain's Durable Object with SQLite storage, as wrangler.toml declares it
     durableObjects: { STORE: { className: "DomainStore", useSQLite: true } },
     bindings,

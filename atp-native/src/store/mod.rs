@@ -629,7 +629,7 @@ pub(crate) mod tests {
             let Stored::New(id) = store.insert_message(m).await.unwrap() else { panic!() };
             ids.push(id);
         }
-        assert!(watcher.wait(std::time::Duration::from_secs(30)).await, "a commit to u's inbox wakes u's watcher");
+        assert!(watcher.wait(0, std::time::Duration::from_secs(30)).await, "a commit to u's inbox wakes u's watcher");
         let mut queued = msg("out", 1, "z@b.test");
         queued.status = Status::Queued;
         queued.now = 1;

@@ -87,7 +87,9 @@ pub struct HubWatcher {
 }
 
 impl InboxWatcher for HubWatcher {
-    async fn wait(&mut self, timeout: Duration) -> bool {
+    /// `after_id` is not needed: [`InboxHub::notify`] is called in-process after every commit,
+    /// and the receiver keeps a notification sent before the wait.
+    async fn wait(&mut self, _after_id: i64, timeout: Duration) -> bool {
         if self.hub.is_closed() {
             return false;
         }
@@ -118,14 +120,14 @@ mod tests {
     async fn a_notification_wakes_every_watcher_of_the_agent_only() {
         let hub = InboxHub::default();
         let (mut a1, mut a2, mut b) = (hub.watch("a@x.test"), hub.watch("a@x.test"), hub.watch("b@x.test"));
-        assert!(!a1.wait(Duration::from_millis(10)).await, "nothing yet: a time-out");
+        assert!(!a1.wait(0, Duration::from_millis(10)).await, "nothing yet: a time-out");
         // Sent before the wait: not lost.
         hub.notify("a@x.test");
-        assert!(a1.wait(Duration::from_secs(30)).await);
-        assert!(a2.wait(Duration::from_secs(30)).await);
-        assert!(!b.wait(Duration::from_millis(10)).await, "another agent's mail does not wake b");
+        assert!(a1.wait(0, Duration::from_secs(30)).await);
+        assert!(a2.wait(0, Duration::from_secs(30)).await);
+        assert!(!b.wait(0, Duration::from_millis(10)).await, "another agent's mail does not wake b");
         // A waiter woken from another task.
-        let waiting = tokio::spawn(async move { a1.wait(Duration::from_secs(30)).await });
+        let waiting = tokio::spawn(async move { a1.wait(0, Duration::from_secs(30)).await });
         tokio::task::yield_now().await;
         hub.notify("a@x.test");
         assert!(waiting.await.unwrap());

@@ -84,7 +84,7 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: 
             loop {
                 rows = self.store.inbox(&agent, after, limit, pages.max_bytes).await?;
                 let left = deadline.saturating_sub(self.clock.now());
-                if !rows.is_empty() || left <= 0 || !watcher.wait(Duration::from_secs(left as u64)).await {
+                if !rows.is_empty() || left <= 0 || !watcher.wait(after, Duration::from_secs(left as u64)).await {
                     break;
                 }
             }

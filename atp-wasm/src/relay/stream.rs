@@ -10,7 +10,6 @@
 //! No gap, no duplicate: a stream's watcher is registered before its first read, every read asks
 //! for rows after the last id sent, and inbox ids increase in commit order (docs/design.md §1.5).
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,7 +50,12 @@ pub trait InboxWatcher {
     /// watcher was made or since the last wake; `true` when woken, `false` on time-out. A wake
     /// may be spurious (the caller reads and finds nothing). Cancel-safe: a wake is not lost when
     /// the future is dropped.
-    async fn wait(&mut self, timeout: Duration) -> bool;
+    ///
+    /// `after_id` is the last inbox id the caller has read: a home whose waiting lives elsewhere
+    /// (atp-worker's Durable Object, docs/design.md §5c) checks "any row after `after_id`?" and
+    /// registers the waiter in one step, so a commit between the caller's read and the
+    /// registration is not lost. A home that is notified in-process may ignore it.
+    async fn wait(&mut self, after_id: i64, timeout: Duration) -> bool;
 }
 
 /// For homes that cannot wait (atp-worker on KV): no stream, long polls answer at once.
@@ -69,7 +73,7 @@ impl InboxWatch for NoWatch {
 }
 
 impl InboxWatcher for NoWatch {
-    async fn wait(&mut self, _timeout: Duration) -> bool {
+    async fn wait(&mut self, _after_id: i64, _timeout: Duration) -> bool {
         false
     }
 }
@@ -91,10 +95,16 @@ impl Default for StreamLimits {
 }
 
 /// The open streams and long polls, per agent: what [`StreamLimits`] bounds. The table holds only
-/// agents with something open, so it is bounded by [`StreamLimits::total`].
+/// agents with something open, so it is bounded by [`StreamLimits::total`]. A list, each operation
+/// one pass over it (at most 10,000 entries by default): a map would link one more hash table into
+/// atp-worker's module (docs/design.md §4, the wasm's size).
 #[derive(Debug, Default)]
 pub struct StreamSlots {
-    open: Mutex<HashMap<String, usize>>,
+    open: Mutex<Vec<(String, usize)>>,
+}
+
+fn count(open: &[(String, usize)], agent: &str) -> usize {
+    open.iter().find(|(a, _)| a == agent).map_or(0, |(_, n)| *n)
 }
 
 /// A taken place among an agent's open streams, given back when dropped.
@@ -108,8 +118,8 @@ impl StreamSlots {
     /// Takes a place for `agent`, or refuses with 429 `452 4.3.1` past a limit.
     pub fn take(self: &Arc<Self>, agent: &str, limits: StreamLimits) -> Result<StreamSlot, Rejection> {
         let mut open = self.open.lock().map_err(|_| Rejection::new(ErrorCode::Unavailable, "stream table poisoned"))?;
-        let total: usize = open.values().sum();
-        let mine = open.get(agent).copied().unwrap_or(0);
+        let total: usize = open.iter().map(|(_, n)| n).sum();
+        let mine = count(&open, agent);
         if mine >= limits.per_agent || total >= limits.total {
             let (what, max) = if mine >= limits.per_agent {
                 ("for this agent", limits.per_agent)
@@ -120,28 +130,31 @@ impl StreamSlots {
                 .with("max_streams", max)
                 .with("details", "close a stream or long poll of this agent, or retry later"));
         }
-        *open.entry(agent.to_owned()).or_default() += 1;
+        match open.iter_mut().find(|(a, _)| a == agent) {
+            Some((_, n)) => *n += 1,
+            None => open.push((agent.to_owned(), 1)),
+        }
         Ok(StreamSlot { agent: agent.to_owned(), slots: self.clone() })
     }
 
     /// Streams and long polls open now, in all.
     pub fn total(&self) -> usize {
-        self.open.lock().map(|o| o.values().sum()).unwrap_or(0)
+        self.open.lock().map(|o| o.iter().map(|(_, n)| n).sum()).unwrap_or(0)
     }
 
     /// Streams and long polls open now for `agent`.
     pub fn open(&self, agent: &str) -> usize {
-        self.open.lock().map(|o| o.get(agent).copied().unwrap_or(0)).unwrap_or(0)
+        self.open.lock().map(|o| count(&o, agent)).unwrap_or(0)
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         if let Ok(mut open) = self.slots.open.lock() {
-            if let Some(n) = open.get_mut(&self.agent) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&self.agent);
+            if let Some(i) = open.iter().position(|(a, _)| *a == self.agent) {
+                open[i].1 -= 1;
+                if open[i].1 == 0 {
+                    open.swap_remove(i);
                 }
             }
         }
@@ -198,7 +211,8 @@ pub struct InboxStream<W> {
     agent: String,
     cursor: i64,
     watcher: W,
-    pending: VecDeque<String>,
+    /// The events of the last page read, not yet handed out.
+    pending: std::vec::IntoIter<String>,
     opened: bool,
     pages: PageLimits,
     heartbeat: Duration,
@@ -212,7 +226,7 @@ impl<W: InboxWatcher> InboxStream<W> {
             agent: open.agent,
             cursor: open.after_id,
             watcher,
-            pending: VecDeque::new(),
+            pending: Vec::new().into_iter(),
             opened: false,
             pages,
             heartbeat: HEARTBEAT,
@@ -239,7 +253,7 @@ impl<W: InboxWatcher> InboxStream<W> {
             return Some(opening());
         }
         loop {
-            if let Some(chunk) = self.pending.pop_front() {
+            if let Some(chunk) = self.pending.next() {
                 return Some(chunk);
             }
             // Read after the last id handed out; the cursor moves only once the rows are queued,
@@ -247,10 +261,10 @@ impl<W: InboxWatcher> InboxStream<W> {
             let rows = store.inbox(&self.agent, self.cursor, self.pages.max_limit, self.pages.max_bytes).await.ok()?;
             if let Some(last) = rows.last() {
                 self.cursor = last.id;
-                self.pending.extend(rows.iter().map(event));
+                self.pending = rows.iter().map(event).collect::<Vec<_>>().into_iter();
                 continue;
             }
-            if !self.watcher.wait(self.heartbeat).await {
+            if !self.watcher.wait(self.cursor, self.heartbeat).await {
                 return Some(HEARTBEAT_CHUNK.to_owned());
             }
         }

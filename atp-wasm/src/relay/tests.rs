@@ -51,7 +51,7 @@ impl stream::InboxWatch for TestWatch {
 }
 
 impl stream::InboxWatcher for TestWatcher {
-    async fn wait(&mut self, _timeout: std::time::Duration) -> bool {
+    async fn wait(&mut self, _after_id: i64, _timeout: std::time::Duration) -> bool {
         let now = self.version.load(std::sync::atomic::Ordering::SeqCst);
         let woken = now != self.seen;
         self.seen = now;

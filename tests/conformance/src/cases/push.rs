@@ -1,7 +1,7 @@
 //! Push delivery and acknowledgement (docs/protocol.md §6.5): the inbox stream (server-sent events,
 //! resumed with `Last-Event-ID`), the long poll `GET messages?wait=`, and `POST messages/ack`.
-//! atp's own routes: the reference has none (its expected failures). atp-worker answers the
-//! stream with 501 `502 5.5.1` for now (docs/design.md §5c).
+//! atp's own routes: the reference has none (its expected failures). atp-native and atp-worker
+//! (from the domain's Durable Object, docs/design.md §5c) both serve them.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::case;
 use crate::http::Http;
-use crate::kit::{nonce_of, Agent, Case, Ctx, Outcome, Target};
+use crate::kit::{nonce_of, Agent, Case, Ctx, Outcome};
 
 pub fn cases() -> Vec<Case> {
     vec![
@@ -72,13 +72,6 @@ async fn open(cx: &Ctx, who: &Agent, last_event_id: Option<i64>) -> Result<Event
     Ok(Events { resp, buf: String::new() })
 }
 
-/// The worker's answer for now: 501 `502 5.5.1`, JSON.
-async fn worker_501(cx: &Ctx) -> Outcome {
-    let r = Http::send(cx.http.get("messages/stream").basic_auth(&cx.a.id, Some(&cx.a.password))).await;
-    let o = cx.refusal(r, 501, "502 5.5.1");
-    Outcome { got: format!("{} (atp-worker: no inbox stream yet)", o.got), ..o }
-}
-
 /// A fresh agent of this case (so its inbox holds only the case's messages).
 async fn fresh(cx: &Ctx, tag: &str) -> Result<Agent, Outcome> {
     let name = format!("conf-{}-{tag}", cx.run_id);
@@ -108,9 +101,6 @@ async fn send(cx: &Ctx, to: &Agent, n: usize) -> Result<Vec<String>, Outcome> {
 }
 
 async fn events(cx: &Ctx) -> Outcome {
-    if cx.cfg.target == Target::Worker {
-        return worker_501(cx).await;
-    }
     run(async {
         let who = fresh(cx, "sse").await?;
         send(cx, &who, 2).await?;
@@ -132,9 +122,6 @@ async fn events(cx: &Ctx) -> Outcome {
 }
 
 async fn resume(cx: &Ctx) -> Outcome {
-    if cx.cfg.target == Target::Worker {
-        return Outcome::na("atp-worker has no inbox stream yet (501)");
-    }
     run(async {
         let who = fresh(cx, "resume").await?;
         let sent = send(cx, &who, 4).await?;
@@ -167,14 +154,17 @@ async fn stream_bad_cursor(cx: &Ctx) -> Outcome {
 }
 
 async fn long_poll(cx: &Ctx) -> Outcome {
-    if cx.cfg.target == Target::Worker {
-        return Outcome::na("atp-worker cannot wait yet: a long poll answers at once");
-    }
     run(async {
         let who = fresh(cx, "poll").await?;
         let req = cx.http.get("messages?wait=20").basic_auth(&who.id, Some(&who.password));
-        let started = Instant::now();
         let poll = tokio::spawn(Http::send(req));
+        // Still waiting with an empty inbox (a poll that answered at once fails here).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if poll.is_finished() {
+            let r = poll.await.map_err(|e| Outcome::fail(e.to_string()))?;
+            return Err(Outcome::fail(format!("answered an empty inbox at once: {:?}", r.map(|r| r.text))));
+        }
+        let started = Instant::now();
         let sent = send(cx, &who, 1).await?;
         let r = poll.await.map_err(|e| Outcome::fail(e.to_string()))?.map_err(|e| Outcome::fail(e.to_string()))?;
         let took = started.elapsed();
@@ -182,7 +172,7 @@ async fn long_poll(cx: &Ctx) -> Outcome {
         if r.status != 200 || nonce != Some(json!(sent[0])) || took >= Duration::from_secs(15) {
             return Err(Outcome::fail(format!("{} after {took:?}: {}", r.status, r.text)));
         }
-        Ok(format!("200 with the message after {:.1} s", took.as_secs_f64()))
+        Ok(format!("pending after 0.5 s; 200 with the message {:.1} s after the submission", took.as_secs_f64()))
     })
     .await
 }
