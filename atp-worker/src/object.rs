@@ -700,7 +700,8 @@ mod tests {
     /// the table.
     #[test]
     fn objects_with_the_old_counters_step_open() {
-        const OLD_OBJECT_STEP: &str = "CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID";
+        const OLD_OBJECT_STEP: &str =
+            "CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID";
         let dir = tempfile::tempdir().unwrap();
         for (name, old_steps) in [("v5.sqlite", 5i64), ("v4.sqlite", 4)] {
             let path = dir.path().join(name);
@@ -721,7 +722,11 @@ mod tests {
             let v = d.sql.exec("SELECT version FROM atp_schema", &[]).unwrap();
             assert_eq!(v, vec![vec![Value::Int(5)]], "{name}");
             d.call(Call::AddCounters { now: 9, deltas: vec![("received".into(), 1)] }).unwrap();
-            let want = if old_steps == 5 { [("received", 5), ("started_at", 3)] } else { [("received", 1), ("started_at", 9)] };
+            let want = if old_steps == 5 {
+                [("received", 5), ("started_at", 3)]
+            } else {
+                [("received", 1), ("started_at", 9)]
+            };
             let want = want.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
             assert_eq!(d.call(Call::Counters).unwrap(), Reply::Counters(want), "{name}");
         }

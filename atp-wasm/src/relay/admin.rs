@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::env::{Clock, Resolver};
 use crate::error::{ErrorCode, Rejection};
-use crate::relay::credentials::PasswordHasher;
 use crate::relay::counters;
+use crate::relay::credentials::PasswordHasher;
 use crate::relay::stats::Stats;
 use crate::relay::store::{AgentStore, CounterStore, MessageStore};
 use crate::relay::stream::InboxWatch;

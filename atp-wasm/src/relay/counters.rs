@@ -57,16 +57,21 @@ fn snapshot(s: &Stats) -> BTreeMap<String, u64> {
     out
 }
 
-/// What this process has already added to the domain's totals.
+/// What this process has already added to the domain's totals, and the turn of its flushes: one
+/// at a time, so that `stats` waits for a flush in progress (e.g. the periodic one) to commit
+/// before it reads the totals, and shows every count made before it.
 #[derive(Debug, Default)]
-pub struct Flushed(Mutex<BTreeMap<String, u64>>);
+pub struct Flushed {
+    done: Mutex<BTreeMap<String, u64>>,
+    turn: futures_util::lock::Mutex<()>,
+}
 
 impl Flushed {
     /// The counts since the last flush (non-zero ones, sorted by name), marked as flushed. If
     /// adding them fails, hand them back with [`Flushed::restore`].
     pub fn take(&self, s: &Stats) -> Vec<(String, u64)> {
         let now = snapshot(s);
-        let Ok(mut done) = self.0.lock() else { return Vec::new() };
+        let Ok(mut done) = self.done.lock() else { return Vec::new() };
         let deltas = now
             .iter()
             .filter_map(|(k, v)| {
@@ -80,7 +85,7 @@ impl Flushed {
 
     /// Marks `deltas` as not flushed after all (the next flush carries them).
     pub fn restore(&self, deltas: &[(String, u64)]) {
-        let Ok(mut done) = self.0.lock() else { return };
+        let Ok(mut done) = self.done.lock() else { return };
         for (k, d) in deltas {
             if let Some(v) = done.get_mut(k) {
                 *v = v.saturating_sub(*d);
@@ -93,6 +98,7 @@ impl Flushed {
 /// call). On failure the counts stay unflushed, for the next flush. `now` becomes [`STARTED_AT`]
 /// if the store has none yet.
 pub async fn flush<S: CounterStore>(store: &S, stats: &Stats, flushed: &Flushed, now: i64) -> Result<(), StoreError> {
+    let _turn = flushed.turn.lock().await;
     let deltas = flushed.take(stats);
     if deltas.is_empty() {
         return Ok(());
@@ -185,6 +191,49 @@ mod tests {
         // Nothing new: the totals stay, nothing is added twice.
         let again = block_on(domain_totals(&store, &a, &fa, 170)).unwrap();
         assert_eq!((again.received.get(), again.forwarded.get()), (3, 1));
+    }
+
+    /// A store whose first `add_counters` waits until opened (a flush in progress).
+    #[derive(Default)]
+    struct Gated {
+        inner: MemoryStore,
+        calls: std::sync::atomic::AtomicU32,
+        open: std::sync::atomic::AtomicBool,
+    }
+
+    impl CounterStore for Gated {
+        async fn add_counters(&self, now: i64, deltas: &[(String, u64)]) -> Result<(), StoreError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.calls.fetch_add(1, SeqCst) == 0 {
+                std::future::poll_fn(|_| if self.open.load(SeqCst) { Poll::Ready(()) } else { Poll::Pending }).await;
+            }
+            self.inner.add_counters(now, deltas).await
+        }
+        async fn counters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+            self.inner.counters().await
+        }
+    }
+
+    use std::future::Future;
+    use std::task::{Context, Poll};
+
+    /// `stats` during a flush in progress waits for it: the totals it shows hold every count made
+    /// before it, including those the other flush is writing.
+    #[test]
+    fn totals_wait_for_a_flush_in_progress() {
+        let store = Gated::default();
+        let (s, f) = (Stats::new(0), Flushed::default());
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        s.received.inc();
+        let mut periodic = std::pin::pin!(flush(&store, &s, &f, 10));
+        assert!(periodic.as_mut().poll(&mut cx).is_pending(), "writing received=1");
+        s.received.inc();
+        let mut stats = std::pin::pin!(domain_totals(&store, &s, &f, 11));
+        assert!(stats.as_mut().poll(&mut cx).is_pending(), "waits for the flush in progress");
+        store.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(periodic.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        let Poll::Ready(Ok(t)) = stats.as_mut().poll(&mut cx) else { panic!("stats done") };
+        assert_eq!(t.received.get(), 2);
     }
 
     /// Every counter and every refusal code at once stays within [`MAX_NAMES`] rows.

@@ -16,6 +16,7 @@
 //! * **Dedup across nodes.** The `(sender domain, nonce)` primary key decides: of two nodes storing
 //!   the same message at once, the second waits for the first's commit and answers a duplicate.
 
+mod counters;
 pub mod import;
 mod inbox;
 pub mod queue;
