@@ -91,7 +91,8 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
 
     let engine = Engine::new(state.clone(), transport, signing_key.clone(), &s, delivery_wake);
     let delivery = tokio::spawn(engine.run());
-    let flusher = tokio::spawn(flush_counters(state.clone()));
+    let (stop_flushing, stop) = tokio::sync::watch::channel(false);
+    let flusher = tokio::spawn(flush_counters(state.clone(), stop));
     let pruner = tokio::spawn(prune(
         store.clone(),
         state.relay.inbound.remote_max_age + state.relay.inbound.max_future_skew,
@@ -153,7 +154,9 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     };
     pruner.abort();
     delivery.abort();
-    flusher.abort();
+    // The periodic flush ends between flushes (never in the middle of one), then the last one.
+    let _ = stop_flushing.send(true);
+    let _ = flusher.await;
     flush(&state).await;
     store.close().await;
     tracing::info!("stopped");
@@ -217,11 +220,13 @@ async fn prune(store: Backend, keep: i64, retention: Option<i64>) {
     }
 }
 
-/// Adds this process's counts to the domain's counters every [`FLUSH_EVERY`].
-async fn flush_counters(state: Arc<AppState>) {
+/// Adds this process's counts to the domain's counters every [`FLUSH_EVERY`] until `stop`.
+async fn flush_counters(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
-        tokio::time::sleep(FLUSH_EVERY).await;
-        flush(&state).await;
+        tokio::select! {
+            _ = tokio::time::sleep(FLUSH_EVERY) => flush(&state).await,
+            _ = stop.changed() => return,
+        }
     }
 }
 

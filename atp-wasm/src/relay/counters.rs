@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::task::{Poll, Waker};
 
 use crate::env::StoreError;
 use crate::error::ErrorCode;
@@ -63,7 +64,20 @@ fn snapshot(s: &Stats) -> BTreeMap<String, u64> {
 #[derive(Debug, Default)]
 pub struct Flushed {
     done: Mutex<BTreeMap<String, u64>>,
-    turn: futures_util::lock::Mutex<()>,
+    /// Whether a flush is in progress, and the tasks waiting for it to end (each once).
+    turn: Mutex<(bool, Vec<Waker>)>,
+}
+
+/// A flush's turn, given back when dropped.
+struct Turn<'a>(&'a Flushed);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.0.turn.lock() {
+            t.0 = false;
+            t.1.drain(..).for_each(Waker::wake);
+        }
+    }
 }
 
 impl Flushed {
@@ -83,6 +97,23 @@ impl Flushed {
         deltas
     }
 
+    /// Waits for the flush in progress, if any, to end; then this one's turn.
+    async fn turn(&self) -> Turn<'_> {
+        std::future::poll_fn(|cx| {
+            let Ok(mut t) = self.turn.lock() else { return Poll::Ready(()) };
+            if !t.0 {
+                t.0 = true;
+                return Poll::Ready(());
+            }
+            if !t.1.iter().any(|w| w.will_wake(cx.waker())) {
+                t.1.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+        Turn(self)
+    }
+
     /// Marks `deltas` as not flushed after all (the next flush carries them).
     pub fn restore(&self, deltas: &[(String, u64)]) {
         let Ok(mut done) = self.done.lock() else { return };
@@ -98,7 +129,7 @@ impl Flushed {
 /// call). On failure the counts stay unflushed, for the next flush. `now` becomes [`STARTED_AT`]
 /// if the store has none yet.
 pub async fn flush<S: CounterStore>(store: &S, stats: &Stats, flushed: &Flushed, now: i64) -> Result<(), StoreError> {
-    let _turn = flushed.turn.lock().await;
+    let _turn = flushed.turn().await;
     let deltas = flushed.take(stats);
     if deltas.is_empty() {
         return Ok(());
