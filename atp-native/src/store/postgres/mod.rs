@@ -22,7 +22,7 @@ mod inbox;
 pub mod queue;
 pub mod schema;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 pub use inbox::Ack;

@@ -12,7 +12,7 @@ use crate::store::queue::QueueOp;
 use crate::store::tests::msg;
 
 #[path = "../../../tests/common/postgres.rs"]
-mod cluster;
+pub(crate) mod cluster;
 use cluster::Postgres;
 
 fn queued(nonce: &str, to: &str) -> NewMessage {
