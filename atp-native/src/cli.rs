@@ -116,6 +116,10 @@ pub struct DoctorArgs {
     /// A message waiting for delivery longer than this is a problem.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub queue_age: i64,
+    /// The server's database, checked read-only: `sqlite:///path/to/file.db` [default:
+    /// <home>/data/<domain>.db] or `postgres://user:password@host:port/dbname`.
+    #[arg(long, env = "ATP_DATABASE", value_name = "URL", hide_env_values = true)]
+    pub database: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
     #[command(flatten)]

@@ -1,7 +1,7 @@
 //! `atp server start` (docs/protocol.md §9): prepares the home (keys, certificate, database), binds the
 //! listener, serves the API over TLS 1.3 (or plain HTTP with `--no-tls`) and shuts down gracefully
-//! on SIGTERM/SIGINT: stop accepting, let requests in flight finish (10 s at most), then commit and
-//! close the database writer.
+//! on SIGTERM/SIGINT: stop accepting, let requests in flight finish (10 s at most), then flush the
+//! counters and commit and close the database writer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use atp_wasm::env::{Clock, SystemClock};
 use atp_wasm::relay::store::MessageStore;
-use atp_wasm::relay::{RelayConfig, RelayState};
+use atp_wasm::relay::{counters, RelayConfig, RelayState};
 
 use crate::config::{Settings, TlsMode};
 use crate::delivery::transport::Transport;
@@ -25,6 +25,9 @@ use crate::tls;
 const DRAIN: Duration = Duration::from_secs(10);
 /// How often accepted-message fingerprints past the retry horizon are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often this process's counts are added to the domain's counters in the database
+/// (docs/design.md §4 "Counters"); `stats` and `metrics` flush too, and so does the shutdown.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,8 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
 
     let engine = Engine::new(state.clone(), transport, signing_key.clone(), &s, delivery_wake);
     let delivery = tokio::spawn(engine.run());
+    let (stop_flushing, stop) = tokio::sync::watch::channel(false);
+    let flusher = tokio::spawn(flush_counters(state.clone(), stop));
     let pruner = tokio::spawn(prune(
         store.clone(),
         state.relay.inbound.remote_max_age + state.relay.inbound.max_future_skew,
@@ -112,7 +117,7 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     if let Some(web) = &state.web {
         say!("Serving the web app at / from {}", web.describe());
     }
-    let app = routes::router(state)
+    let app = routes::router(state.clone())
         .layer(axum::middleware::from_fn(crate::logging::request_span))
         .into_make_service_with_connect_info::<SocketAddr>();
     let served = match &s.tls {
@@ -149,6 +154,10 @@ pub async fn run(s: Settings) -> Result<(), ServerError> {
     };
     pruner.abort();
     delivery.abort();
+    // The periodic flush ends between flushes (never in the middle of one), then the last one.
+    let _ = stop_flushing.send(true);
+    let _ = flusher.await;
+    flush(&state).await;
     store.close().await;
     tracing::info!("stopped");
     served.map_err(ServerError::Serve)
@@ -208,6 +217,24 @@ async fn prune(store: Backend, keep: i64, retention: Option<i64>) {
             }
         }
         tokio::time::sleep(PRUNE_EVERY).await;
+    }
+}
+
+/// Adds this process's counts to the domain's counters every [`FLUSH_EVERY`] until `stop`.
+async fn flush_counters(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(FLUSH_EVERY) => flush(&state).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Adds this process's counts to the domain's counters (a failure leaves them for the next flush).
+async fn flush(state: &AppState) {
+    let r = &state.relay_state;
+    if let Err(e) = counters::flush(&state.store, &r.stats, &r.flushed, SystemClock.now()).await {
+        tracing::warn!(error = %e, "counters not flushed to the database");
     }
 }
 

@@ -130,6 +130,7 @@ async fn doctor_turns_red_for_each_broken_record_and_green_when_fixed() {
             ("endpoint", "problem"),
             ("home permissions", "problem"),
             ("disk space", "ok"),
+            ("database", "ok"),
             ("queue", "ok"),
             ("backoff", "ok"),
         ]
@@ -160,6 +161,7 @@ async fn doctor_turns_red_for_each_broken_record_and_green_when_fixed() {
             "clock",
             "home permissions",
             "disk space",
+            "database",
             "queue",
             "backoff",
         ]
@@ -177,7 +179,7 @@ async fn doctor_turns_red_for_each_broken_record_and_green_when_fixed() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.lines().filter(|l| l.starts_with("✓ ")).count() == 13 && !text.contains('✗'), "{text}");
+    assert!(text.lines().filter(|l| l.starts_with("✓ ")).count() == 14 && !text.contains('✗'), "{text}");
 
     // A chain the doctor does not trust (no --ca-cert): only the chain line fails.
     let (code, v) = doctor(&dns, &h, &[]);

@@ -1,6 +1,6 @@
 //! The server as a process: configuration precedence (flags > `ATP_*` > config.toml > defaults),
-//! start-up errors, registration policies, durability across a crash, two domains in one home, and
-//! graceful shutdown on SIGTERM.
+//! start-up errors, registration policies, durability across a crash, two domains in one home,
+//! graceful shutdown on SIGTERM, and the domain's counters across a restart.
 
 mod common;
 
@@ -195,4 +195,37 @@ async fn graceful_shutdown_on_sigterm() {
     let s = Server::start_in(Options::new("beta.test"), home, free_port());
     let (_, v) = call(c.get(s.url("agents")).bearer_auth(ADMIN)).await;
     assert_eq!(v["agents"], json!(["alice@beta.test"]));
+}
+
+/// The domain's counters are in the database (docs/design.md §4 "Counters"): what a server counted
+/// is flushed at shutdown (or every second), and `stats` / `metrics` after a restart show it, with
+/// the new process's counts added.
+#[tokio::test]
+async fn counters_survive_a_restart() {
+    let mut s = Server::start("beta.test");
+    let c = client();
+    register(&s, "alice", "pw").await;
+    let post = |s: &Server| c.post(s.url("message")).basic_auth("alice@beta.test", Some("pw"));
+    let m = msg("alice@beta.test", "alice@beta.test", "k-1");
+    assert_eq!(call(post(&s).json(&m)).await.0, 202);
+    assert_eq!(call(post(&s).json(&m)).await.0, 202, "an exact repeat");
+    let (st, _) = call(c.get(s.url("messages")).basic_auth("alice@beta.test", Some("wrong"))).await;
+    assert_eq!(st, 401);
+    // No `stats` before the restart: the counts reach the database by the server's own flushes.
+    assert!(s.terminate(Duration::from_secs(20)).expect("exits after SIGTERM").success(), "{}", s.log());
+    let home = s.stop();
+    let s = Server::start_in(Options::new("beta.test"), home, free_port());
+    let (_, stats) = call(c.get(s.url("stats")).bearer_auth(ADMIN)).await;
+    let counts = |v: &serde_json::Value| {
+        let m = &v["messages"];
+        (m["received"].as_u64(), m["delivered_local"].as_u64(), m["duplicates"].as_u64())
+    };
+    assert_eq!(counts(&stats), (Some(2), Some(1), Some(1)), "{stats}");
+    assert_eq!(stats["rejections"]["535 5.7.8"], 1, "{stats}");
+    // This process's counts add to them.
+    assert_eq!(call(post(&s).json(&msg("alice@beta.test", "alice@beta.test", "k-2"))).await.0, 202);
+    let (_, stats) = call(c.get(s.url("stats")).bearer_auth(ADMIN)).await;
+    assert_eq!(counts(&stats), (Some(3), Some(2), Some(1)), "{stats}");
+    let text = c.get(s.url("metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("atp_messages_delivered_local_total 2\n"), "{text}");
 }

@@ -94,6 +94,22 @@ async fn two_nodes_serve_one_domain() {
         let (_, info) = call(c.get(s.url("inspect?nonce=m3")).bearer_auth(ADMIN)).await;
         assert_eq!(info["status"], "delivered", "{info}");
     }
+    // The counters are the domain's: `stats` on a node flushes its own counts and shows every
+    // node's flushed ones. Node two's counts are in once it was asked; then either node shows the
+    // sum (m0, m2 stored by one, m1, m3 and the repeat of m0 by two; the refusals on two).
+    call(c.get(two.url("stats")).bearer_auth(ADMIN)).await;
+    for s in [&one, &two] {
+        let (_, stats) = call(c.get(s.url("stats")).bearer_auth(ADMIN)).await;
+        let m = &stats["messages"];
+        assert_eq!((m["delivered_local"].as_u64(), m["duplicates"].as_u64()), (Some(4), Some(1)), "{stats}");
+        assert_eq!(
+            (stats["rejections"]["535 5.7.8"].as_u64(), stats["rejections"]["550 5.1.6"].as_u64()),
+            (Some(1), Some(1)),
+            "{stats}"
+        );
+        let text = c.get(s.url("metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
+        assert!(text.contains("atp_agents_registered_total 2\n"), "one registration on each node: {text}");
+    }
     // `agent list` of the CLI asks a node; either answers for the domain.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_atp"))
         .args(["agent", "list", "--server", &format!("https://127.0.0.1:{}", two.port), "--admin-token", ADMIN])

@@ -5,8 +5,9 @@
 /// Migration steps: agents; every stored message (inbox rows `delivered`; outbound rows `queued` →
 /// `delivering` under a lease → `delivered` / `failed` (retry) / `bounced`); the dedup rows of the
 /// retry horizon; per-destination scheduling (`dest_domain`); per-agent inbox usage (the quota);
-/// per-destination backoff, kept across restarts (docs/design.md §5d).
-pub const MIGRATIONS: [&str; 4] = [
+/// per-destination backoff, kept across restarts (docs/design.md §5d); the domain's request
+/// counters (§4 "Counters").
+pub const MIGRATIONS: [&str; 5] = [
     r#"
 CREATE TABLE agents(
     agent_id      TEXT PRIMARY KEY,         -- lowercase local@domain
@@ -67,4 +68,24 @@ CREATE TABLE domain_backoff(
     blocked_until INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // atp-worker's Durable Object had this table as its own fifth step: the same table, so an
+    // object at version 5 has it already.
+    r#"
+-- The domain's request counters, each process adding its counts (docs/design.md §4 "Counters").
+CREATE TABLE counters(
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
+
+/// The counters' statements ([`crate::relay::counters`], over the last step's table).
+pub mod counters {
+    /// Records `?2` under `?1` (the start) unless it is there.
+    pub const SET_ONCE: &str = "INSERT OR IGNORE INTO counters(name, value) VALUES (?1, ?2)";
+    /// Adds `?2` to the counter `?1`.
+    pub const ADD: &str =
+        "INSERT INTO counters(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value";
+    /// Every counter, by name.
+    pub const ALL: &str = "SELECT name, value FROM counters ORDER BY name";
+}

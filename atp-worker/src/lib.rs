@@ -10,7 +10,6 @@
 //! | [`worker`] | one invocation: the core relay over the domain's object, DoH and inline argon2id; the isolate's state |
 //! | [`store`] | the core's storage traits as calls to the domain's Durable Object |
 //! | [`object`], [`sql`] | the Durable Object's storage: SQLite tables, one transaction per call |
-//! | [`counters`] | the relay's counters, global: isolates flush into the object |
 //! | [`delivery`] | the outbound queue: attempt after the 202, cron sweeps, leases, backoff, waking |
 //! | [`waiters`] | inbox streams and long polls waiting in the object: `/watch`, the bounded table |
 //! | [`dnscache`] | DoH answers kept in the isolate for their TTL |
@@ -26,7 +25,6 @@
 pub mod budget;
 pub mod clock;
 pub mod config;
-pub mod counters;
 pub mod delivery;
 pub mod dnscache;
 pub mod object;

@@ -28,20 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::sql::{Sql, Value};
 
-/// The object's own schema step, after the relay's SQLite schema
-/// ([`atp_wasm::sqlite_schema::MIGRATIONS`], atp-native's tables): the counters, which atp-native
-/// keeps in memory.
-/// Outbound rows carry `dest_domain`, inbox rows not.
-const OBJECT_STEP: &str = r#"
-CREATE TABLE counters(
-    name  TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-"#;
-
-/// Every schema step, in order (the number applied is kept in `atp_schema`).
-pub fn migrations() -> impl Iterator<Item = &'static str> {
-    atp_wasm::sqlite_schema::MIGRATIONS.into_iter().chain([OBJECT_STEP])
+/// Every schema step, in order (the number applied is kept in `atp_schema`): the relay's SQLite
+/// schema, atp-native's tables ([`atp_wasm::sqlite_schema::MIGRATIONS`]; its fifth step, the
+/// counters, was the object's own before, with the same table).
+fn migrations() -> impl Iterator<Item = &'static str> {
+    atp_wasm::sqlite_schema::MIGRATIONS.into_iter()
 }
 
 /// The statements of a schema step: `--` comments dropped, split at `;`.
@@ -362,18 +353,15 @@ impl<S: Sql> Domain<S> {
                 Reply::Count(rows.len() as u64)
             }
             Call::AddCounters { now, deltas } => {
-                self.exec("INSERT OR IGNORE INTO counters(name, value) VALUES ('started_at', ?)", &[now.into()])?;
+                use atp_wasm::sqlite_schema::counters::{ADD, SET_ONCE};
+                self.exec(SET_ONCE, &[atp_wasm::relay::counters::STARTED_AT.into(), now.into()])?;
                 for (name, n) in deltas {
-                    self.exec(
-                        "INSERT INTO counters(name, value) VALUES (?, ?)
-                         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                        &[name.into(), (n.min(i64::MAX as u64) as i64).into()],
-                    )?;
+                    self.exec(ADD, &[name.into(), (n.min(i64::MAX as u64) as i64).into()])?;
                 }
                 Reply::Done
             }
             Call::Counters => {
-                let rows = self.exec("SELECT name, value FROM counters ORDER BY name", &[])?;
+                let rows = self.exec(atp_wasm::sqlite_schema::counters::ALL, &[])?;
                 Reply::Counters(rows.iter().map(|r| (r[0].text(), r[1].int().max(0) as u64)).collect())
             }
         })
@@ -729,6 +717,43 @@ mod tests {
         let d = Domain::open(Sqlite::open(&path).unwrap()).unwrap();
         let v = d.sql.exec("SELECT version FROM atp_schema", &[]).unwrap();
         assert_eq!(v, vec![vec![Value::Int(migrations().count() as i64)]]);
+    }
+
+    /// An object made before the counters table was the relay's schema step (the object's own
+    /// fifth step, the same table) opens as it is, its counters kept; one at the step before gets
+    /// the table.
+    #[test]
+    fn objects_with_the_old_counters_step_open() {
+        const OLD_OBJECT_STEP: &str =
+            "CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID";
+        let dir = tempfile::tempdir().unwrap();
+        for (name, old_steps) in [("v5.sqlite", 5i64), ("v4.sqlite", 4)] {
+            let path = dir.path().join(name);
+            let sql = Sqlite::open(&path).unwrap();
+            for step in atp_wasm::sqlite_schema::MIGRATIONS.iter().take(4) {
+                for stmt in statements(step) {
+                    sql.exec(&stmt, &[]).unwrap();
+                }
+            }
+            if old_steps == 5 {
+                sql.exec(OLD_OBJECT_STEP, &[]).unwrap();
+                sql.exec("INSERT INTO counters(name, value) VALUES ('received', 4), ('started_at', 3)", &[]).unwrap();
+            }
+            sql.exec("CREATE TABLE atp_schema(version INTEGER NOT NULL)", &[]).unwrap();
+            sql.exec("INSERT INTO atp_schema(version) VALUES (?)", &[old_steps.into()]).unwrap();
+            drop(sql);
+            let d = Domain::open(Sqlite::open(&path).unwrap()).unwrap();
+            let v = d.sql.exec("SELECT version FROM atp_schema", &[]).unwrap();
+            assert_eq!(v, vec![vec![Value::Int(5)]], "{name}");
+            d.call(Call::AddCounters { now: 9, deltas: vec![("received".into(), 1)] }).unwrap();
+            let want = if old_steps == 5 {
+                [("received", 5), ("started_at", 3)]
+            } else {
+                [("received", 1), ("started_at", 9)]
+            };
+            let want = want.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+            assert_eq!(d.call(Call::Counters).unwrap(), Reply::Counters(want), "{name}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The worker's storage: the core relay's storage traits ([`AgentStore`], [`MessageStore`] and its
-//! [`DedupStore`]) as calls to the domain's Durable Object ([`crate::object`]), plus the queue
-//! operations the delivery engine uses ([`crate::delivery`]), and the waiting of inbox streams and
-//! long polls ([`InboxWatch`]) in the object ([`crate::waiters`], docs/design.md §5c).
+//! [`DedupStore`], [`CounterStore`]) as calls to the domain's Durable Object ([`crate::object`]),
+//! plus the queue operations the delivery engine uses ([`crate::delivery`]), and the waiting of
+//! inbox streams and long polls ([`InboxWatch`]) in the object ([`crate::waiters`],
+//! docs/design.md §5c).
 //!
 //! Each trait method is one [`Call`], run by the object in one SQLite transaction; so a message and
 //! its dedup row are stored together or not at all (docs/design.md §1.5). A call that got no
@@ -16,7 +17,8 @@ use std::time::Duration;
 use atp_wasm::delivery::Backoff;
 use atp_wasm::env::{ContentHash, DedupStore, StoreError};
 use atp_wasm::relay::store::{
-    AgentStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored, Usage,
+    AgentStore, CounterStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored,
+    Usage,
 };
 use atp_wasm::relay::stream::{InboxWatch, InboxWatcher};
 use serde_json::{json, Map, Value};
@@ -140,19 +142,6 @@ impl<O: Objects> Store<O> {
         self.count(Call::Expire { before }).await
     }
 
-    /// Adds counter deltas to the domain's global counters.
-    pub async fn add_counters(&self, deltas: Vec<(String, u64)>) -> Result<(), StoreError> {
-        self.read(Call::AddCounters { now: self.clock.now(), deltas }).await.map(drop)
-    }
-
-    /// The domain's global counters.
-    pub async fn counters(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        match self.read(Call::Counters).await? {
-            Reply::Counters(v) => Ok(v),
-            r => Err(unexpected("counters", &r)),
-        }
-    }
-
     /// A message for `agent`'s inbox that no client sent (a bounce notice), as [`Settle::Bounced`]
     /// stores it.
     pub fn notice_row(&self, nonce: &str, from: &str, agent: &str, json: String) -> NewRow {
@@ -234,6 +223,20 @@ impl<O: Objects> AgentStore for Store<O> {
         match self.read(Call::AgentIds).await? {
             Reply::Ids(v) => Ok(v),
             r => Err(unexpected("agent_ids", &r)),
+        }
+    }
+}
+
+/// The domain's counters, in the object's `counters` table (the core's [`CounterStore`]).
+impl<O: Objects> CounterStore for Store<O> {
+    async fn add_counters(&self, now: i64, deltas: &[(String, u64)]) -> Result<(), StoreError> {
+        self.read(Call::AddCounters { now, deltas: deltas.to_vec() }).await.map(drop)
+    }
+
+    async fn counters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        match self.read(Call::Counters).await? {
+            Reply::Counters(v) => Ok(v),
+            r => Err(unexpected("counters", &r)),
         }
     }
 }

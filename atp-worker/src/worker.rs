@@ -1,10 +1,10 @@
 //! The worker for one invocation: the core's relay ([`atp_wasm::relay::Relay`], every route) over
 //! the domain's Durable Object ([`crate::store`]), its DoH resolver with the isolate's answer
-//! cache, argon2id inline, the delivery of queued messages ([`crate::delivery`]) and the global
-//! counters ([`crate::counters`]). HTTP goes out through the core's [`HttpTransport`] under the
-//! invocation's subrequest budget, so the whole worker runs natively in tests with the object over
-//! a SQLite file and canned peers, and in workerd with the Durable Object and `fetch`
-//! ([`crate::cf`]).
+//! cache, argon2id inline, the delivery of queued messages ([`crate::delivery`]) and the flush of
+//! the isolate's counts into the domain's counters ([`atp_wasm::relay::counters`]). HTTP goes out
+//! through the core's [`HttpTransport`] under the invocation's subrequest budget, so the whole
+//! worker runs natively in tests with the object over a SQLite file and canned peers, and in
+//! workerd with the Durable Object and `fetch` ([`crate::cf`]).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -13,12 +13,11 @@ use atp_wasm::doh::{DohMethod, DohResolver};
 use atp_wasm::http::HttpTransport;
 use atp_wasm::relay::credentials::InlineHasher;
 use atp_wasm::relay::stream::{InboxStream, InboxWatch, StreamOpen};
-use atp_wasm::relay::{api, ApiRequest, Handled, Relay, RelayState};
+use atp_wasm::relay::{counters, ApiRequest, Handled, Relay, RelayState};
 
 use crate::budget::{Budget, Budgeted};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::counters::{self, Flushed};
 use crate::dnscache::{DnsCache, IsolateDns};
 use crate::store::{ObjectWatcher, Objects, Store};
 
@@ -28,12 +27,10 @@ type WorkerRelay<'a, O, T> = Relay<'a, Store<O>, DohResolver<Budgeted<T>, Isolat
 /// What one isolate keeps in memory between invocations (reset when Cloudflare recycles it).
 #[derive(Debug)]
 pub struct Isolate {
-    /// The core relay's counters and verified-credential cache.
+    /// The core relay's counters (and what of them was flushed) and verified-credential cache.
     pub relay: RelayState,
     /// DoH answers, for their TTL.
     pub dns: Rc<RefCell<DnsCache>>,
-    /// What of `relay.stats` was added to the global counters already.
-    pub flushed: Flushed,
     /// Whether a flush of the counters is scheduled (`crate::cf` coalesces them).
     pub flush_scheduled: Cell<bool>,
     /// Cron sweeps run.
@@ -46,7 +43,6 @@ impl Isolate {
         Isolate {
             relay: RelayState::new(now_ms.div_euclid(1000)),
             dns: Rc::default(),
-            flushed: Flushed::default(),
             flush_scheduled: Cell::new(false),
             sweeps: Cell::new(0),
         }
@@ -85,16 +81,8 @@ impl<O: Objects + Clone, T: HttpTransport + Clone> Worker<O, T> {
 
     /// Answers one request (the core's router and handlers). A message queued for another domain
     /// comes back in [`Handled::queued`]: attempt it with [`Worker::deliver_now`] once the
-    /// response is sent. `stats` and `metrics` with the admin token show the global counters:
-    /// this isolate's are flushed first, then the totals rendered by the core.
+    /// response is sent.
     pub async fn handle(&self, req: &ApiRequest) -> Handled {
-        let global = matches!(api::find(&req.method, &req.path), Ok(r) if *r == api::STATS || *r == api::METRICS);
-        if global && self.relay(&self.iso.relay).admin(req).is_ok() {
-            return match self.global_state().await {
-                Ok(state) => self.relay(&state).handle(req).await,
-                Err(e) => Handled::rejection(&e.to_rejection()),
-            };
-        }
         self.relay(&self.iso.relay).handle(req).await
     }
 
@@ -118,23 +106,9 @@ impl<O: Objects + Clone, T: HttpTransport + Clone> Worker<O, T> {
         }
     }
 
-    /// A relay state holding the domain's global counters (after flushing this isolate's).
-    async fn global_state(&self) -> Result<RelayState, atp_wasm::env::StoreError> {
-        self.flush_counters().await?;
-        let totals = self.store.counters().await?;
-        Ok(RelayState { stats: counters::totals(&totals, self.clock.now()), ..RelayState::default() })
-    }
-
-    /// Adds what this isolate counted since its last flush to the global counters.
+    /// Adds what this isolate counted since its last flush to the domain's counters.
     pub async fn flush_counters(&self) -> Result<(), atp_wasm::env::StoreError> {
-        let deltas = self.iso.flushed.take(&self.iso.relay.stats);
-        if deltas.is_empty() {
-            return Ok(());
-        }
-        let r = self.store.add_counters(deltas.clone()).await;
-        if r.is_err() {
-            self.iso.flushed.restore(&deltas);
-        }
-        r
+        let r = &self.iso.relay;
+        counters::flush(&self.store, &r.stats, &r.flushed, self.clock.now()).await
     }
 }

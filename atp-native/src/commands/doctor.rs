@@ -6,11 +6,13 @@
 //! 2. The endpoint discovery finds (or `--server`), as a sending server sees it ([`probe`]): the port
 //!    answers TLS 1.3 with ALPN `atp/1`; the certificate's chain (Web PKI roots plus `--ca-cert`),
 //!    its name (the endpoint's host), its expiry in days; the clock against the server's `Date`.
-//! 3. This machine ([`local`]): the home's permissions, free disk space, and the queue (the oldest
-//!    waiting message, the domains backing off) read from the database, read-only.
+//! 3. This machine ([`local`]): the home's permissions, free disk space, the configured database
+//!    ([`database`]: it opens, its schema version), and the queue (the oldest waiting message, the
+//!    domains backing off) read from the SQLite database, read-only.
 //!
 //! The exit code is 1 when any line is ✗ (docs/protocol.md §9: 0 on success, 1 on failure).
 
+mod database;
 mod local;
 mod probe;
 mod x509;
@@ -113,6 +115,11 @@ pub async fn doctor(a: DoctorArgs) -> Result<(), CmdError> {
 
     lines.push(local::permissions(&home));
     lines.push(local::disk(&home, a.min_free_mib));
+    let db = match &a.database {
+        Some(url) => url.parse().map_err(|e: crate::store::backend::BadDatabaseUrl| CmdError::Usage(e.to_string()))?,
+        None => crate::store::DatabaseUrl::Sqlite(home.db_path(&domain)),
+    };
+    lines.push(database::check(&db).await);
     lines.extend(local::queue(&home, &domain, now, a.queue_age));
 
     render(&domain, &lines, a.output)?;

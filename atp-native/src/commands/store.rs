@@ -30,12 +30,12 @@ pub async fn migrate(a: StoreMigrateArgs) -> Result<(), CmdError> {
     match a.output {
         Output::Json => print_json(&json!({
             "from": from.to_string(), "to": to.to_string(), "agents": done.agents, "messages": done.messages,
-            "dedup": done.dedup, "backoffs": done.backoffs,
+            "dedup": done.dedup, "backoffs": done.backoffs, "counters": done.counters,
         })),
         Output::Text => print_line(&format!(
-            "Copied {} agents, {} messages, {} dedup records and {} backoffs from {from} to {to}.\n\
+            "Copied {} agents, {} messages, {} dedup records, {} backoffs and {} counters from {from} to {to}.\n\
              Start every node with --database {to} (and the same domain key).",
-            done.agents, done.messages, done.dedup, done.backoffs
+            done.agents, done.messages, done.dedup, done.backoffs, done.counters
         )),
     }
 }

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use atp_wasm::delivery::Backoff;
 use atp_wasm::env::{ContentHash, DedupStore, StoreError};
 use atp_wasm::relay::store::{
-    Ack, AgentStore, InboxRow, MessageInfo, MessageStore, NewMessage, QueueCounts, Stored, Usage,
+    Ack, AgentStore, CounterStore, InboxRow, MessageInfo, MessageStore, NewMessage, QueueCounts, Stored, Usage,
 };
 
 use super::postgres::{PgError, PgStore};
@@ -251,6 +251,16 @@ impl MessageStore for Backend {
             Backend::Sqlite(s) => MessageStore::expire(s, before).await,
             Backend::Postgres(s) => s.expire(before).await,
         }
+    }
+}
+
+/// The domain's counters: one table for every process of the domain (docs/design.md §5d).
+impl CounterStore for Backend {
+    async fn add_counters(&self, now: i64, deltas: &[(String, u64)]) -> Result<(), StoreError> {
+        each!(self, s => s.add_counters(now, deltas).await)
+    }
+    async fn counters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        each!(self, s => s.counters().await)
     }
 }
 

@@ -501,6 +501,22 @@ impl Store {
         self.queue(QueueOp::Backoff { domain: domain.to_owned(), backoff }).await.map(|_| ())
     }
 
+    /// Adds to the domain's counters ([`writer::add_counters`]), committed before this returns.
+    pub async fn add_counters(&self, now: i64, deltas: &[(String, u64)]) -> Result<(), DbError> {
+        let deltas = deltas.to_vec();
+        self.write(|reply| Write::Counters { now, deltas, reply }).await
+    }
+
+    /// The domain's counters by name.
+    pub async fn counters(&self) -> Result<Vec<(String, u64)>, DbError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(atp_wasm::sqlite_schema::counters::ALL)?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Message counts per status, and the number of registered agents.
     pub async fn counts(&self) -> Result<(QueueCounts, i64), DbError> {
         self.read(|c| {

@@ -43,6 +43,12 @@ pub enum Write {
         limit: usize,
         reply: oneshot::Sender<Result<u64, DbError>>,
     },
+    /// Adds to the domain's counters ([`add_counters`]).
+    Counters {
+        now: i64,
+        deltas: Vec<(String, u64)>,
+        reply: oneshot::Sender<Result<(), DbError>>,
+    },
     /// Commit what came before, then stop (graceful shutdown).
     Close(oneshot::Sender<()>),
     /// Panics inside the batch (tests of the writer's recovery).
@@ -130,6 +136,18 @@ pub fn expire(tx: &Connection, before: i64, limit: usize) -> rusqlite::Result<u6
          ORDER BY id LIMIT ?2",
         &[&before, &(limit as i64)],
     )
+}
+
+/// Adds `deltas` to the domain's counters and records `now` as their start unless one is there
+/// ([`atp_wasm::relay::counters`]), in the caller's transaction.
+pub fn add_counters(tx: &Connection, now: i64, deltas: &[(String, u64)]) -> rusqlite::Result<()> {
+    use atp_wasm::sqlite_schema::counters::{ADD, SET_ONCE};
+    tx.prepare_cached(SET_ONCE)?.execute(params![atp_wasm::relay::counters::STARTED_AT, now])?;
+    let mut add = tx.prepare_cached(ADD)?;
+    for (name, n) in deltas {
+        add.execute(params![name, (*n).min(i64::MAX as u64) as i64])?;
+    }
+    Ok(())
 }
 
 /// Runs `f` in a savepoint of `tx`: its changes are kept only if it succeeds.
@@ -250,6 +268,7 @@ fn apply(tx: Option<&mut Transaction>, w: Write) -> Reply {
         Write::Queue(op, reply) => reply_with(run(tx, |t| queue::apply(t, op)), reply),
         Write::Ack { agent, ack: a, reply } => reply_with(run(tx, |t| ack(t, &agent, &a)), reply),
         Write::Expire { before, limit, reply } => reply_with(run(tx, |t| expire(t, before, limit)), reply),
+        Write::Counters { now, deltas, reply } => reply_with(run(tx, |t| add_counters(t, now, &deltas)), reply),
         Write::Close(reply) => Box::new(move |_| {
             let _ = reply.send(());
         }),

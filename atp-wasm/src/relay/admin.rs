@@ -1,16 +1,21 @@
 //! Admin routes (bearer token, docs/protocol.md §6.1): `GET agents`, `stats`, `inspect`, and
-//! Prometheus text at `metrics` (docs/design.md §6).
+//! Prometheus text at `metrics` (docs/design.md §6). `stats` and `metrics` show the whole domain's
+//! counters: this process's are flushed into the store first ([`counters::domain_totals`]).
 
 use serde_json::json;
 
 use crate::env::{Clock, Resolver};
 use crate::error::{ErrorCode, Rejection};
+use crate::relay::counters;
 use crate::relay::credentials::PasswordHasher;
-use crate::relay::store::{AgentStore, MessageStore};
+use crate::relay::stats::Stats;
+use crate::relay::store::{AgentStore, CounterStore, MessageStore};
 use crate::relay::stream::InboxWatch;
 use crate::relay::{Handled, Query, Relay};
 
-impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: InboxWatch> Relay<'_, S, R, H, C, W> {
+impl<S: AgentStore + MessageStore + CounterStore, R: Resolver, H: PasswordHasher, C: Clock, W: InboxWatch>
+    Relay<'_, S, R, H, C, W>
+{
     /// `GET agents` → `{"agents":["a@d",…]}`, registered agents, oldest first.
     pub(super) async fn agents(&self) -> Result<Handled, Rejection> {
         Ok(Handled::json(200, &json!({"agents": self.store.agent_ids().await?})))
@@ -20,7 +25,7 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: 
     pub(super) async fn stats(&self) -> Result<Handled, Rejection> {
         let queue = self.store.queue_counts().await?;
         let agents = self.store.agent_ids().await?;
-        let mut v = self.state.stats.stats_json(self.clock.now(), &self.cfg.domain, &queue, agents);
+        let mut v = self.totals().await?.stats_json(self.clock.now(), &self.cfg.domain, &queue, agents);
         if let Some(m) = v.as_object_mut() {
             m.extend(self.store.extra_stats());
             // Open inbox streams and waiting long polls (docs/protocol.md §6.5).
@@ -48,11 +53,18 @@ impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: 
         ))
     }
 
+    /// The domain's counters (docs/design.md §4 "Counters"): this process's flushed, then the
+    /// store's totals.
+    async fn totals(&self) -> Result<Stats, Rejection> {
+        let s = &self.state;
+        Ok(counters::domain_totals(self.store, &s.stats, &s.flushed, self.clock.now()).await?)
+    }
+
     /// `GET metrics`: Prometheus text exposition format.
     pub(super) async fn metrics(&self) -> Result<Handled, Rejection> {
         let queue = self.store.queue_counts().await?;
         let agents = self.store.agent_ids().await?.len();
-        let text = self.state.stats.prometheus(self.clock.now(), &queue, agents);
+        let text = self.totals().await?.prometheus(self.clock.now(), &queue, agents);
         Ok(Handled::body(200, "text/plain; version=0.0.4; charset=utf-8", text))
     }
 }

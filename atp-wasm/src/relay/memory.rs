@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use crate::env::{ContentHash, DedupStore, StoreError};
 use crate::relay::store::{
-    within_page, Ack, AgentStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage, QueueCounts, Stored,
-    Usage,
+    within_page, Ack, AgentStore, CounterStore, InboxRow, MessageInfo, MessageStatus, MessageStore, NewMessage,
+    QueueCounts, Stored, Usage,
 };
 
 #[derive(Debug, Default)]
@@ -17,6 +17,7 @@ struct Inner {
     messages: BTreeMap<i64, (NewMessage, String)>,
     dedup: HashMap<(String, String), ContentHash>,
     next_id: i64,
+    counters: BTreeMap<String, u64>,
 }
 
 /// Agents, messages and dedup records in memory.
@@ -164,5 +165,21 @@ impl MessageStore for MemoryStore {
             }
             c
         })
+    }
+}
+
+impl CounterStore for MemoryStore {
+    async fn add_counters(&self, now: i64, deltas: &[(String, u64)]) -> Result<(), StoreError> {
+        self.with(|i| {
+            i.counters.entry(crate::relay::counters::STARTED_AT.to_owned()).or_insert(now.max(0) as u64);
+            for (k, d) in deltas {
+                let v = i.counters.entry(k.clone()).or_default();
+                *v = v.saturating_add(*d);
+            }
+        })
+    }
+
+    async fn counters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with(|i| i.counters.iter().map(|(k, v)| (k.clone(), *v)).collect())
     }
 }

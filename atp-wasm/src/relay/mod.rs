@@ -14,6 +14,7 @@
 //! | [`limits`] | failed logins rate-limited per address and per (address, agent) |
 //! | [`store`] | the storage traits |
 //! | [`stats`] | counters, `/stats` JSON, Prometheus text |
+//! | [`counters`] | the domain's counters: flushing a process's counts into the store, the totals |
 //! | [`message`] | `POST message`: submissions and transfers |
 //! | [`agents`] | `POST register`, `GET messages` (and its long poll), `GET whoami` |
 //! | [`stream`] | push delivery: the waiting trait, SSE framing, stream limits, [`stream::InboxStream`] |
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod counters;
 pub mod credentials;
 pub mod limits;
 pub mod memory;
@@ -44,7 +46,7 @@ pub use api::Route;
 use credentials::{CredentialCache, PasswordHasher};
 pub use request::{ApiRequest, Handled, Query, Queued};
 use stats::Stats;
-use store::{AgentStore, MessageStore};
+use store::{AgentStore, CounterStore, MessageStore};
 use stream::{InboxWatch, StreamLimits, StreamSlots};
 
 /// Who may register agents (docs/protocol.md §7).
@@ -147,7 +149,10 @@ impl RelayConfig {
 /// logins.
 #[derive(Debug, Default)]
 pub struct RelayState {
+    /// This process's counts (the domain's are the store's, [`counters`]).
     pub stats: Stats,
+    /// What of `stats` was added to the store's counters already ([`counters::flush`]).
+    pub flushed: counters::Flushed,
     pub credentials: CredentialCache,
     pub logins: limits::LoginLimiter,
     /// Open streams and long polls per agent.
@@ -173,7 +178,9 @@ pub struct Relay<'a, S, R, H, C, W> {
     pub inbox: &'a W,
 }
 
-impl<S: AgentStore + MessageStore, R: Resolver, H: PasswordHasher, C: Clock, W: InboxWatch> Relay<'_, S, R, H, C, W> {
+impl<S: AgentStore + MessageStore + CounterStore, R: Resolver, H: PasswordHasher, C: Clock, W: InboxWatch>
+    Relay<'_, S, R, H, C, W>
+{
     /// Answers one request: finds its route ([`api::find`]: JSON 404/405 otherwise), checks who
     /// may call it, runs its handler. Every refusal is counted and answered in the reference's
     /// JSON error shape under its code's status.

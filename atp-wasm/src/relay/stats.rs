@@ -1,7 +1,8 @@
 //! The relay's counters (docs/design.md §6): the reference's `/stats` JSON (docs/protocol.md §6.1
-//! "stats") and Prometheus text at `metrics`. Counters live in memory (they reset on restart, as
-//! the reference's do); queue and agent counts come from the store when rendered. A home may add
-//! lines of its own to the Prometheus text (HTTP latency natively).
+//! "stats") and Prometheus text at `metrics`. Each process counts in memory; the domain's totals,
+//! which `stats` and `metrics` render, are kept in the store and survive restarts
+//! ([`crate::relay::counters`]). Queue and agent counts come from the store when rendered. A home
+//! may add lines of its own to the Prometheus text (HTTP latency natively).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,7 +23,7 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
-    /// Adds `n` (a home restoring counts kept elsewhere, e.g. atp-worker's global counters).
+    /// Adds `n` (the stored totals, [`crate::relay::counters::totals`]).
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Relaxed);
     }
@@ -31,7 +32,7 @@ impl Counter {
 /// Everything the relay counts.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// When the counting started (Unix seconds).
+    /// When the counting started (Unix seconds; for the domain's totals, its first flush).
     pub started_at: i64,
     /// `POST message` requests with a body read.
     pub received: Counter,
@@ -79,7 +80,7 @@ impl Stats {
         }
     }
 
-    /// Counts `n` refusals with `code` at once (a home restoring counts kept elsewhere).
+    /// Counts `n` refusals with `code` at once (the stored totals).
     pub fn add_rejections(&self, code: ErrorCode, n: u64) {
         if let Ok(mut m) = self.rejections.lock() {
             *m.entry(code.as_str()).or_default() += n;

@@ -1,7 +1,7 @@
 //! The storage the relay needs, as small traits a home implements (docs/design.md §1 "How to add a
 //! storage backend"): agents and their credentials ([`AgentStore`]), messages and inboxes
-//! ([`MessageStore`], which also answers the pipeline's [`DedupStore`]). The outbound queue is the
-//! delivery engine's ([`crate::delivery`]).
+//! ([`MessageStore`], which also answers the pipeline's [`DedupStore`]), the domain's request
+//! counters ([`CounterStore`]). The outbound queue is the delivery engine's ([`crate::delivery`]).
 //!
 //! Every method may fail with a [`StoreError`], which the relay answers as a temporary refusal
 //! (docs/protocol.md §6.4), never a 500 and never a false 202.
@@ -156,6 +156,18 @@ pub trait MessageStore: DedupStore {
     fn extra_stats(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
+}
+
+/// The domain's request counters, shared by every process serving it (docs/design.md §4
+/// "Counters", [`crate::relay::counters`]): named totals, each process adding what it counted.
+#[allow(async_fn_in_trait)]
+pub trait CounterStore {
+    /// Adds `deltas` (sorted by name, names from [`crate::relay::counters`]'s fixed set) to the
+    /// totals, in one transaction where the backend has them; records
+    /// [`crate::relay::counters::STARTED_AT`] as `now` unless it is there already.
+    async fn add_counters(&self, now: i64, deltas: &[(String, u64)]) -> Result<(), StoreError>;
+    /// Every stored total by name, [`crate::relay::counters::STARTED_AT`] included.
+    async fn counters(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// Keeps rows of `rows` (oldest first) within `limit` rows and `max_bytes` of JSON, the first one

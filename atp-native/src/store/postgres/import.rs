@@ -1,5 +1,5 @@
 //! Moving a domain from SQLite to PostgreSQL (`atp store migrate`, docs/design.md §5d.2): every
-//! agent, message, dedup record and backoff of a SQLite database is copied into an empty
+//! agent, message, dedup record, backoff and counter of a SQLite database is copied into an empty
 //! PostgreSQL database in one transaction, so a failed import leaves nothing behind.
 //!
 //! Ids are kept: a message keeps its row id, and an inbox message's SQLite id becomes its inbox id,
@@ -22,6 +22,7 @@ pub struct Imported {
     pub messages: u64,
     pub dedup: u64,
     pub backoffs: u64,
+    pub counters: u64,
 }
 
 /// Why an import did not happen.
@@ -108,7 +109,7 @@ impl PgStore {
         }
         let mut done = Imported::default();
         // (the SQLite query, the column kinds of `value`, the PostgreSQL insert)
-        let tables: [(&'static str, &'static str, &'static str); 4] = [
+        let tables: [(&'static str, &'static str, &'static str); 5] = [
             (
                 "SELECT agent_id, password_hash, created_at FROM agents ORDER BY created_at, rowid",
                 "TTI",
@@ -137,6 +138,15 @@ impl PgStore {
                 "TII",
                 "INSERT INTO domain_backoff(domain, failures, blocked_until) VALUES ($1, $2, $3)",
             ),
+            // Counts a node of the new database may have flushed already are added to; the start
+            // is the earlier one.
+            (
+                "SELECT name, value FROM counters",
+                "TI",
+                "INSERT INTO counters(name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE
+                 SET value = CASE WHEN counters.name = 'started_at' THEN LEAST(counters.value, excluded.value)
+                                  ELSE counters.value + excluded.value END",
+            ),
         ];
         for (t, (select, kinds, insert)) in tables.into_iter().enumerate() {
             let st = tx.prepare(insert).await.map_err(PgError::from)?;
@@ -150,7 +160,8 @@ impl PgStore {
                     let args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                         row.iter().map(|b| &**b as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
                     tx.execute(&st, &args).await.map_err(PgError::from)?;
-                    *[&mut done.agents, &mut done.messages, &mut done.dedup, &mut done.backoffs][t] += 1;
+                    *[&mut done.agents, &mut done.messages, &mut done.dedup, &mut done.backoffs, &mut done.counters]
+                        [t] += 1;
                 }
             }
         }

@@ -16,12 +16,13 @@
 //! * **Dedup across nodes.** The `(sender domain, nonce)` primary key decides: of two nodes storing
 //!   the same message at once, the second waits for the first's commit and answers a duplicate.
 
+mod counters;
 pub mod import;
 mod inbox;
 pub mod queue;
 pub mod schema;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 pub use inbox::Ack;

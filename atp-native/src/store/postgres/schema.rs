@@ -9,7 +9,8 @@ use super::PgError;
 const MIGRATION_LOCK: i64 = 0x0a7b_5c4e_3a00_0001;
 
 /// Migration steps, applied in order. Never edit a released step; append a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE agents(
     agent_id      TEXT PRIMARY KEY,         -- lowercase local@domain
     password_hash TEXT NOT NULL,            -- argon2id PHC string
@@ -64,7 +65,15 @@ CREATE TABLE domain_backoff(
     failures      BIGINT NOT NULL,
     blocked_until BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- The domain's request counters, each node adding its counts (docs/design.md §4 "Counters").
+CREATE TABLE counters(
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+"#,
+];
 
 /// Applies the migrations this database lacks; returns the resulting version. Refuses a database
 /// written by a newer atp ([`PgError::SchemaTooNew`]).

@@ -12,7 +12,7 @@ use crate::store::queue::QueueOp;
 use crate::store::tests::msg;
 
 #[path = "../../../tests/common/postgres.rs"]
-mod cluster;
+pub(crate) mod cluster;
 use cluster::Postgres;
 
 fn queued(nonce: &str, to: &str) -> NewMessage {
@@ -319,8 +319,9 @@ async fn ack_expire_and_inbox_announcements() {
 }
 
 /// A SQLite database moves into PostgreSQL whole: agents, inboxes with their ids (cursors stay
-/// valid), usage, dedup records, the queue (a leased row due at once), backoff; an import into a
-/// database that holds data is refused.
+/// valid), usage, dedup records, the queue (a leased row due at once), backoff, the counters (added
+/// to what a node flushed already, the earlier start kept); an import into a database that holds
+/// data is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_a_sqlite_database() {
     let pg = cluster().await;
@@ -342,14 +343,18 @@ async fn imports_a_sqlite_database() {
     let leased = sqlite.claim(100, 400, 1, vec![]).await.unwrap();
     assert_eq!(leased.len(), 1);
     sqlite.set_backoff("b.test", Some(Backoff { failures: 2, blocked_until: 5000 })).await.unwrap();
+    sqlite.add_counters(50, &[("received".into(), 7), ("rejections/535 5.7.8".into(), 2)]).await.unwrap();
     let u_page = sqlite.inbox("u@a.test", 0, 50, usize::MAX).await.unwrap();
     let u_usage = sqlite.usage("u@a.test").await.unwrap();
     sqlite.close().await;
     drop(sqlite);
 
     let store = PgStore::open(&url, "n:1", 4).await.unwrap();
+    store.add_counters(60, &[("received".into(), 1)]).await.unwrap();
     let done = store.import_sqlite(&path, 777).await.unwrap();
-    assert_eq!((done.agents, done.messages, done.dedup, done.backoffs), (2, 8, 8, 1));
+    assert_eq!((done.agents, done.messages, done.dedup, done.backoffs, done.counters), (2, 8, 8, 1, 3));
+    let counters = [("received", 8), ("rejections/535 5.7.8", 2), ("started_at", 50)];
+    assert_eq!(store.counters().await.unwrap(), counters.map(|(k, v)| (k.to_owned(), v)));
     assert_eq!(store.agents().await.unwrap(), ["u@a.test", "v@a.test"]);
     assert_eq!(store.agent_hash("v@a.test").await.unwrap().as_deref(), Some("hash-v"));
     assert_eq!(store.inbox("u@a.test", 0, 50, usize::MAX).await.unwrap(), u_page, "same ids, same messages");
@@ -373,4 +378,36 @@ async fn imports_a_sqlite_database() {
     );
     let again = store.import_sqlite(&path, 777).await.unwrap_err().to_string();
     assert!(again.contains("already holds 2 agents"), "{again}");
+}
+
+/// Two nodes flushing counters at once, many times, into overlapping names: every delta is added
+/// exactly once and nobody deadlocks (each flush is one upsert over the names in one order); the
+/// start is the first flush's and never added to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_from_two_nodes_add_up() {
+    let pg = cluster().await;
+    let url = pg.create_db("atp");
+    let (a, b) = (PgStore::open(&url, "n1:1", 8).await.unwrap(), PgStore::open(&url, "n2:1", 8).await.unwrap());
+    assert!(a.counters().await.unwrap().is_empty());
+    a.add_counters(5, &[("received".into(), 1)]).await.unwrap();
+    let names = ["bounced", "received", "rejections/535 5.7.8", "zz"];
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            // Each node's flushes list the names in another order; the store sorts them.
+            let mut deltas: Vec<(String, u64)> = names.iter().map(|n| ((*n).to_owned(), 1)).collect();
+            if i % 2 == 1 {
+                deltas.reverse();
+            }
+            tokio::spawn(async move { s.add_counters(100 + i, &deltas).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let got = b.counters().await.unwrap();
+    let want = [("bounced", 200), ("received", 201), ("rejections/535 5.7.8", 200), ("started_at", 5), ("zz", 200)];
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    assert_eq!(got_sorted, want.map(|(k, v)| (k.to_owned(), v)));
 }
