@@ -50,7 +50,7 @@ async fn tls_from(src: &str, s: &Server, alpn: &[&str]) -> io::Result<Tls> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_custom_certificate_verifier(atp_testkit::AnyCert::new(provider))
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
     let tcp = tcp_from(src, s).await?;

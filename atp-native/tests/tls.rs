@@ -23,7 +23,7 @@ async fn connect(
         .with_protocol_versions(versions)
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_custom_certificate_verifier(atp_testkit::AnyCert::new(provider))
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
     let tcp = tokio::net::TcpStream::connect(s.addr()).await?;
