@@ -9,13 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::http::verify::{client_config, Trust};
 
 /// Connecting, the handshake and the answer each get this long.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,42 +46,6 @@ pub enum ProbeError {
     Handshake { addr: SocketAddr, reason: String },
 }
 
-/// Accepts every certificate (judged later), checking only the handshake signatures.
-#[derive(Debug)]
-struct Capture(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Capture {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -98,13 +64,9 @@ pub async fn probe(addr: SocketAddr, host: &str) -> Result<Probe, ProbeError> {
         .await
         .map_err(|_| ProbeError::Connect { addr, reason: "timed out".into() })?
         .map_err(|e| ProbeError::Connect { addr, reason: e.to_string() })?;
-    let p = provider();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(p.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| ProbeError::Handshake { addr, reason: e.to_string() })?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Capture(p)))
-        .with_no_client_auth();
+    // Any certificate (judged afterwards), handshake signatures still checked: the client
+    // configuration of `Trust::NoVerify`, offering ALPN `atp/1` instead.
+    let mut cfg = client_config(&Trust::NoVerify).map_err(|e| ProbeError::Handshake { addr, reason: e.to_string() })?;
     cfg.alpn_protocols = vec![atp_wasm::ALPN_ATP.as_bytes().to_vec()];
     let name = server_name(host)
         .ok_or_else(|| ProbeError::Handshake { addr, reason: format!("{host:?} is not a server name") })?;
