@@ -19,8 +19,11 @@ const REJECTIONS: &str = "rejections/";
 /// first flush): `uptime` counts from there. A store sets it once, never adds to it.
 pub const STARTED_AT: &str = "started_at";
 
+/// How many named counters the core's [`Stats`] has.
+const NAMED: usize = 19;
+
 /// Every named counter of the core's [`Stats`].
-fn named(s: &Stats) -> [(&'static str, &Counter); 19] {
+fn named(s: &Stats) -> [(&'static str, &Counter); NAMED] {
     [
         ("received", &s.received),
         ("delivered_local", &s.delivered_local),
@@ -47,7 +50,7 @@ fn named(s: &Stats) -> [(&'static str, &Counter); 19] {
 /// Most rows a store's counters take: every named counter, one per error code (some share one),
 /// [`STARTED_AT`]
 /// (the names [`flush`] writes come from this fixed set, so the table is bounded).
-pub const MAX_NAMES: usize = 19 + ErrorCode::ALL.len() + 1;
+pub const MAX_NAMES: usize = NAMED + ErrorCode::ALL.len() + 1;
 
 /// Every counter of `s` by name, rejections as `rejections/<code>`.
 fn snapshot(s: &Stats) -> BTreeMap<String, u64> {
